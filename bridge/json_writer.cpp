@@ -104,6 +104,52 @@ void AppendEscaped(std::string* out, std::string_view s) {
 
 }  // namespace
 
+bool AppendJsonText(std::string* out, std::string_view json) {
+  const char* p = json.data();
+  const char* const end = p + json.size();
+  bool in_string = false;
+  const char* run = p;
+  while (p < end) {
+    while (end - p >= 8 && EightSafe(p)) p += 8;
+    while (p < end && kClass.v[static_cast<unsigned char>(*p)] == 0) ++p;
+    if (p == end) break;
+    out->append(run, static_cast<size_t>(p - run));
+    auto c = static_cast<unsigned char>(*p);
+    if (c == '"') {
+      out->push_back('"');
+      in_string = !in_string;
+      ++p;
+    } else if (c == '\\') {
+      if (!in_string) return false;
+      out->push_back('\\');
+      ++p;
+      // The escaped byte must not end the string; JSON allows only these.
+      if (p == end) return false;
+      switch (*p) {
+        case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't': case 'u':
+          out->push_back(*p);
+          ++p;
+          break;
+        default:
+          return false;
+      }
+    } else if (c >= 0x80) {
+      AppendUtf8At(out, &p, end);
+    } else if (in_string) {
+      AppendEscapedAscii(out, c);
+      ++p;
+    } else if (c == '\t' || c == '\n' || c == '\r') {
+      out->push_back(' ');
+      ++p;
+    } else {
+      return false;
+    }
+    run = p;
+  }
+  out->append(run, static_cast<size_t>(p - run));
+  return !in_string;
+}
+
 size_t CheckUtf8Sequence(const char* p, const char* end, size_t* invalid_len) {
   auto b0 = static_cast<unsigned char>(p[0]);
   if (b0 < 0x80) return 1;

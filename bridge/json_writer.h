@@ -29,6 +29,14 @@ void AppendJsonString(std::string* out, std::string_view s);
 // (which ParseArrayLiteral never reports) is kept as a backslash.
 void AppendJsonStringUnescapingPg(std::string* out, std::string_view raw);
 
+// Appends json, the text of a json/jsonb value that PostgreSQL validated,
+// without parsing it: tabs, newlines and carriage returns between tokens
+// become spaces (so an envelope stays one line), a raw control character
+// inside a string is escaped, and invalid UTF-8 is replaced. Returns false,
+// with *out partly written, when json has a string left open, a backslash or
+// other control character outside a string: then it is not PostgreSQL's.
+[[nodiscard]] bool AppendJsonText(std::string* out, std::string_view json);
+
 // Checks the UTF-8 sequence that starts at p (p < end). Returns its length
 // (1-4) when it is valid, else 0 with *invalid_len set to the length of the
 // maximal invalid subpart (1-3), the bytes one U+FFFD replaces.

@@ -1,0 +1,396 @@
+#include "bridge/envelope_builder.h"
+
+#include <time.h>
+
+#include <charconv>
+
+#include "bridge/json_writer.h"
+
+namespace walbus::bridge {
+namespace {
+
+constexpr int64_t kPgEpochUnixSeconds = 946684800;
+
+void AppendUint(std::string* out, uint64_t v) {
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out->append(buf, r.ptr);
+}
+
+bool IsValidUtf8(std::string_view s) {
+  const char* p = s.data();
+  const char* end = p + s.size();
+  while (p < end) {
+    if (static_cast<unsigned char>(*p) < 0x80) {
+      ++p;
+      continue;
+    }
+    size_t bad = 0;
+    size_t n = CheckUtf8Sequence(p, end, &bad);
+    if (n == 0) return false;
+    p += n;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string_view OpName(Op op) {
+  switch (op) {
+    case Op::kInsert: return "insert";
+    case Op::kUpdate: return "update";
+    case Op::kDelete: return "delete";
+    case Op::kTruncate: return "truncate";
+    case Op::kRead: return "read";
+    case Op::kMessage: return "message";
+  }
+  return "?";
+}
+
+void AppendPgTimestamp(std::string* out, int64_t pg_micros) {
+  int64_t secs = pg_micros / 1000000;
+  int64_t micros = pg_micros % 1000000;
+  if (micros < 0) {
+    micros += 1000000;
+    secs -= 1;
+  }
+  time_t t = static_cast<time_t>(secs + kPgEpochUnixSeconds);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  char buf[40];
+  int n = snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900,
+                   tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                   static_cast<int>(micros));
+  out->append(buf, static_cast<size_t>(n));
+}
+
+void AppendBase64(std::string* out, std::string_view bytes) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  size_t i = 0;
+  const auto* b = reinterpret_cast<const unsigned char*>(bytes.data());
+  for (; i + 3 <= bytes.size(); i += 3) {
+    uint32_t v = (b[i] << 16) | (b[i + 1] << 8) | b[i + 2];
+    char q[4] = {kAlphabet[v >> 18], kAlphabet[(v >> 12) & 63], kAlphabet[(v >> 6) & 63],
+                 kAlphabet[v & 63]};
+    out->append(q, 4);
+  }
+  size_t rest = bytes.size() - i;
+  if (rest == 1) {
+    uint32_t v = b[i] << 16;
+    char q[4] = {kAlphabet[v >> 18], kAlphabet[(v >> 12) & 63], '=', '='};
+    out->append(q, 4);
+  } else if (rest == 2) {
+    uint32_t v = (b[i] << 16) | (b[i + 1] << 8);
+    char q[4] = {kAlphabet[v >> 18], kAlphabet[(v >> 12) & 63], kAlphabet[(v >> 6) & 63], '='};
+    out->append(q, 4);
+  }
+}
+
+EnvelopeBuilder::EnvelopeBuilder(std::string db, ValueOptions options,
+                                 pgwire::TypeResolver* types, PrimaryKeyLookup primary_key)
+    : db_(std::move(db)), options_(options), types_(types), primary_key_(std::move(primary_key)) {
+  db_json_ = "\"db\":";
+  AppendJsonString(&db_json_, db_);
+  payload_.reserve(4096);
+}
+
+Result<TableInfo*> EnvelopeBuilder::OnRelation(const pgwire::Relation& rel) {
+  auto t = std::make_unique<TableInfo>();
+  t->oid = rel.oid;
+  t->schema = std::string(rel.nspname);
+  t->table = std::string(rel.relname);
+  t->qualified = t->schema + "." + t->table;
+  t->replica_identity = rel.replica_identity;
+  t->source_fields = db_json_ + ",\"schema\":";
+  AppendJsonString(&t->source_fields, t->schema);
+  t->source_fields += ",\"table\":";
+  AppendJsonString(&t->source_fields, t->table);
+  t->cols.reserve(rel.columns.size());
+  for (size_t i = 0; i < rel.columns.size(); ++i) {
+    const pgwire::RelationColumn& c = rel.columns[i];
+    TableInfo::Col col;
+    col.name = std::string(c.name);
+    AppendJsonString(&col.json_key, c.name);
+    col.json_key += ':';
+    Result<pgwire::TypeInfo> type = types_->Resolve(c.type_oid);
+    if (!type.ok()) {
+      return type.status().WithContext("column " + t->qualified + "." + col.name);
+    }
+    col.type = *type;
+    t->cols.push_back(std::move(col));
+    if (c.key) t->key_cols.push_back(i);
+  }
+  // With REPLICA IDENTITY FULL every column is flagged; the primary key (when
+  // there is one) is what a consumer means by "the key".
+  if (rel.replica_identity == 'f' && primary_key_) {
+    Result<std::vector<std::string>> pk = primary_key_(rel.oid);
+    if (!pk.ok()) return pk.status().WithContext("primary key of " + t->qualified);
+    if (!pk->empty()) {
+      t->key_cols.clear();
+      for (const std::string& name : *pk) {
+        for (size_t i = 0; i < t->cols.size(); ++i) {
+          if (t->cols[i].name == name) t->key_cols.push_back(i);
+        }
+      }
+    }
+  }
+  TableInfo* raw = t.get();
+  tables_[rel.oid] = std::move(t);
+  return raw;
+}
+
+TableInfo* EnvelopeBuilder::Find(uint32_t oid) {
+  auto it = tables_.find(oid);
+  return it == tables_.end() ? nullptr : it->second.get();
+}
+
+void EnvelopeBuilder::OnBegin(const pgwire::Begin& b) {
+  in_txn_ = true;
+  commit_lsn_ = b.final_lsn;
+  seq_ = 0;
+  id_prefix_.clear();
+  AppendLsnHex16(&id_prefix_, b.final_lsn);
+  id_prefix_ += ':';
+  txn_json_ = ",\"commit_lsn\":\"";
+  AppendLsn(&txn_json_, b.final_lsn);
+  txn_json_ += "\",\"xid\":";
+  AppendUint(&txn_json_, b.xid);
+  txn_json_ += ",\"ts\":\"";
+  AppendPgTimestamp(&txn_json_, b.commit_time_us);
+  txn_json_ += '"';
+}
+
+void EnvelopeBuilder::AppendHeader(Op op, std::string_view source_fields, Lsn change_lsn) {
+  payload_.clear();
+  payload_ += "{\"id\":\"";
+  id_begin_ = payload_.size();
+  payload_ += id_prefix_;
+  AppendUint(&payload_, seq_);
+  id_end_ = payload_.size();
+  payload_ += "\",\"op\":\"";
+  payload_ += OpName(op);
+  payload_ += "\",\"source\":{";
+  payload_ += source_fields;
+  payload_ += ",\"lsn\":\"";
+  AppendLsn(&payload_, change_lsn);
+  payload_ += '"';
+  payload_ += txn_json_;
+  payload_ += ",\"seq\":";
+  AppendUint(&payload_, seq_);
+  payload_ += '}';
+}
+
+Status EnvelopeBuilder::AppendRow(const TableInfo& t, pgwire::Tuple tuple,
+                                  pgwire::Tuple fill_from, bool collect_unchanged) {
+  payload_ += '{';
+  bool first = true;
+  for (size_t i = 0; i < tuple.size(); ++i) {
+    const pgwire::Column& c = tuple[i];
+    std::string_view text = c.value;
+    pgwire::ColumnKind kind = c.kind;
+    if (kind == pgwire::ColumnKind::kUnchanged) {
+      // Unchanged TOAST: take the old row's value when PostgreSQL sent one,
+      // else leave the column out and name it in "unchanged".
+      if (i < fill_from.size() && fill_from[i].kind == pgwire::ColumnKind::kText) {
+        kind = pgwire::ColumnKind::kText;
+        text = fill_from[i].value;
+      } else {
+        if (collect_unchanged) unchanged_.push_back(static_cast<uint32_t>(i));
+        continue;
+      }
+    }
+    if (!first) payload_ += ',';
+    first = false;
+    payload_ += t.cols[i].json_key;
+    if (kind == pgwire::ColumnKind::kNull) {
+      payload_ += "null";
+      continue;
+    }
+    Status s = AppendValue(&payload_, t.cols[i].type, text, options_);
+    if (!s.ok()) {
+      return Status::Corruption("column " + t.qualified + "." + t.cols[i].name + ": " +
+                                s.message());
+    }
+  }
+  payload_ += '}';
+  return Status::Ok();
+}
+
+Status EnvelopeBuilder::AppendKey(const TableInfo& t, pgwire::Tuple tuple,
+                                  pgwire::Tuple fallback) {
+  payload_ += '{';
+  key_text_.clear();
+  bool first = true;
+  for (size_t i : t.key_cols) {
+    const pgwire::Column* c = &tuple[i];
+    if (c->kind == pgwire::ColumnKind::kUnchanged && i < fallback.size()) c = &fallback[i];
+    if (!first) {
+      payload_ += ',';
+      if (want_key_text_) key_text_ += ',';
+    }
+    first = false;
+    payload_ += t.cols[i].json_key;
+    if (c->kind != pgwire::ColumnKind::kText) {
+      // NULL, or an unchanged out-of-line key value PostgreSQL did not send.
+      payload_ += "null";
+      continue;
+    }
+    if (want_key_text_) key_text_ += c->value;
+    Status s = AppendValue(&payload_, t.cols[i].type, c->value, options_);
+    if (!s.ok()) {
+      return Status::Corruption("key column " + t.qualified + "." + t.cols[i].name + ": " +
+                                s.message());
+    }
+  }
+  payload_ += '}';
+  return Status::Ok();
+}
+
+Status EnvelopeBuilder::BuildRow(Op op, TableInfo* t, Lsn change_lsn, char old_kind,
+                                 pgwire::Tuple old_tuple, pgwire::Tuple new_tuple, Built* out) {
+  if (!in_txn_) {
+    return Status::Corruption(std::string("pgoutput ") + std::string(OpName(op)) +
+                              " outside a transaction");
+  }
+  const size_t n = t->cols.size();
+  if ((!new_tuple.empty() && new_tuple.size() != n) || (!old_tuple.empty() && old_tuple.size() != n)) {
+    return Status::Corruption("pgoutput " + std::string(OpName(op)) + " for " + t->qualified +
+                              " has " + std::to_string(new_tuple.empty() ? old_tuple.size()
+                                                                         : new_tuple.size()) +
+                              " columns, its Relation message " + std::to_string(n));
+  }
+  unchanged_.clear();
+  AppendHeader(op, t->source_fields, change_lsn);
+  payload_ += ",\"key\":";
+  WALBUS_RETURN_IF_ERROR(
+      AppendKey(*t, op == Op::kDelete ? old_tuple : new_tuple, old_tuple));
+  payload_ += ",\"before\":";
+  if (old_kind == 'O') {
+    WALBUS_RETURN_IF_ERROR(AppendRow(*t, old_tuple, {}, false));
+  } else {
+    payload_ += "null";
+  }
+  payload_ += ",\"after\":";
+  after_begin_ = payload_.size();
+  if (op == Op::kDelete) {
+    payload_ += "null";
+  } else {
+    WALBUS_RETURN_IF_ERROR(AppendRow(*t, new_tuple, old_tuple, true));
+  }
+  after_end_ = payload_.size();
+  if (!unchanged_.empty()) {
+    payload_ += ",\"unchanged\":[";
+    for (size_t i = 0; i < unchanged_.size(); ++i) {
+      if (i > 0) payload_ += ',';
+      AppendJsonString(&payload_, t->cols[unchanged_[i]].name);
+    }
+    payload_ += ']';
+  }
+  payload_ += '}';
+  out->table = t;
+  Finish(op, out);
+  return Status::Ok();
+}
+
+void EnvelopeBuilder::Finish(Op op, Built* out) {
+  out->op = op;
+  out->commit_lsn = commit_lsn_;
+  out->seq = seq_++;
+  out->id = std::string_view(payload_).substr(id_begin_, id_end_ - id_begin_);
+  out->payload = payload_;
+  out->after = std::string_view(payload_).substr(after_begin_, after_end_ - after_begin_);
+  out->key_text = key_text_;
+}
+
+Status EnvelopeBuilder::BuildInsert(const pgwire::Insert& m, Lsn lsn, Built* out) {
+  TableInfo* t = Find(m.relation);
+  if (t == nullptr) {
+    return Status::Corruption("pgoutput Insert for relation " + std::to_string(m.relation) +
+                              " that no Relation message described");
+  }
+  return BuildRow(Op::kInsert, t, lsn, 0, {}, m.new_tuple, out);
+}
+
+Status EnvelopeBuilder::BuildUpdate(const pgwire::Update& m, Lsn lsn, Built* out) {
+  TableInfo* t = Find(m.relation);
+  if (t == nullptr) {
+    return Status::Corruption("pgoutput Update for relation " + std::to_string(m.relation) +
+                              " that no Relation message described");
+  }
+  return BuildRow(Op::kUpdate, t, lsn, m.old_kind, m.old_tuple, m.new_tuple, out);
+}
+
+Status EnvelopeBuilder::BuildDelete(const pgwire::Delete& m, Lsn lsn, Built* out) {
+  TableInfo* t = Find(m.relation);
+  if (t == nullptr) {
+    return Status::Corruption("pgoutput Delete for relation " + std::to_string(m.relation) +
+                              " that no Relation message described");
+  }
+  return BuildRow(Op::kDelete, t, lsn, m.old_kind, m.old_tuple, {}, out);
+}
+
+Status EnvelopeBuilder::BuildTruncate(uint32_t relid, Lsn lsn, Built* out) {
+  TableInfo* t = Find(relid);
+  if (t == nullptr) {
+    return Status::Corruption("pgoutput Truncate for relation " + std::to_string(relid) +
+                              " that no Relation message described");
+  }
+  if (!in_txn_) return Status::Corruption("pgoutput Truncate outside a transaction");
+  AppendHeader(Op::kTruncate, t->source_fields, lsn);
+  payload_ += ",\"key\":null,\"before\":null,\"after\":";
+  after_begin_ = payload_.size();
+  payload_ += "null";
+  after_end_ = payload_.size();
+  payload_ += '}';
+  key_text_.clear();
+  out->table = t;
+  Finish(Op::kTruncate, out);
+  return Status::Ok();
+}
+
+Status EnvelopeBuilder::BuildMessage(const pgwire::LogicalMessage& m, Built* out) {
+  // A non-transactional message stands alone: its own LSN, seq 0, no xid or time.
+  std::string saved_prefix, saved_txn;
+  uint32_t saved_seq = seq_;
+  Lsn saved_commit = commit_lsn_;
+  bool standalone = !m.transactional || !in_txn_;
+  if (standalone) {
+    saved_prefix = id_prefix_;
+    saved_txn = txn_json_;
+    id_prefix_.clear();
+    AppendLsnHex16(&id_prefix_, m.lsn);
+    id_prefix_ += ':';
+    txn_json_ = ",\"commit_lsn\":\"";
+    AppendLsn(&txn_json_, m.lsn);
+    txn_json_ += "\",\"xid\":null,\"ts\":null";
+    seq_ = 0;
+    commit_lsn_ = m.lsn;
+  }
+  AppendHeader(Op::kMessage, db_json_, m.lsn);
+  payload_ += ",\"prefix\":";
+  AppendJsonString(&payload_, m.prefix);
+  payload_ += ",\"content\":";
+  if (IsValidUtf8(m.content)) {
+    AppendJsonString(&payload_, m.content);
+    payload_ += '}';
+  } else {
+    payload_ += '"';
+    AppendBase64(&payload_, m.content);
+    payload_ += "\",\"encoding\":\"base64\"}";
+  }
+  after_begin_ = after_end_ = payload_.size();
+  key_text_.clear();
+  out->table = nullptr;
+  out->message_prefix = m.prefix;
+  Finish(Op::kMessage, out);
+  if (standalone) {
+    id_prefix_ = std::move(saved_prefix);
+    txn_json_ = std::move(saved_txn);
+    seq_ = saved_seq;
+    commit_lsn_ = saved_commit;
+  }
+  return Status::Ok();
+}
+
+}  // namespace walbus::bridge

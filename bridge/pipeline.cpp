@@ -1,0 +1,627 @@
+#include "bridge/pipeline.h"
+
+#include <poll.h>
+#include <time.h>
+
+#include <algorithm>
+
+#include "bridge/core/log.h"
+#include "bridge/glob.h"
+#include "conf/redact.h"
+
+namespace walbus::bridge {
+
+int64_t MonotonicMs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+namespace {
+
+constexpr int kMaxBackoffMs = 30000;
+constexpr int kDrainMs = 10000;
+
+int NextBackoff(int ms) { return std::min(kMaxBackoffMs, ms == 0 ? 500 : ms * 2); }
+
+bool IsRetryable(const Status& s) { return s.code() == Code::kUnavailable; }
+
+}  // namespace
+
+Pipeline::Pipeline(conf::Config config, std::vector<std::unique_ptr<Sink>> sinks)
+    : config_(std::move(config)) {
+  std::vector<AckWindow*> windows;
+  for (size_t i = 0; i < sinks.size(); ++i) {
+    SinkSlot s;
+    s.config = &config_.sinks[i];
+    s.rules = RulesForSinkType(s.config->type);
+    // Templates were validated by conf/; a failure here is a walbus bug.
+    Result<TopicTemplate> t = TopicTemplate::Parse(s.config->topic, s.rules);
+    s.topic = t.ok() ? std::move(t).value()
+                     : TopicTemplate::Parse("{db}.{schema}.{table}.{op}", s.rules).value();
+    if (!s.config->state_topic.empty()) {
+      Result<TopicTemplate> st = TopicTemplate::Parse(s.config->state_topic, s.rules, true);
+      if (st.ok()) s.state_topic = std::move(st).value();
+    }
+    s.sink = std::move(sinks[i]);
+    s.window = std::make_unique<AckWindow>(s.config->max_in_flight, nullptr);
+    sinks_.push_back(std::move(s));
+  }
+  stats_.events = std::make_unique<std::atomic<uint64_t>[]>(sinks_.size() * kOpCount);
+  stats_.sink_errors = std::make_unique<std::atomic<uint64_t>[]>(sinks_.size());
+}
+
+Pipeline::~Pipeline() {
+  for (SinkSlot& s : sinks_) s.sink->Close();
+}
+
+bool Pipeline::SleepInterruptible(int ms) {
+  int64_t until = MonotonicMs() + ms;
+  while (!stop_->load()) {
+    int64_t left = until - MonotonicMs();
+    if (left <= 0) return true;
+    wakeup_->Arm();
+    if (stop_->load()) break;
+    struct pollfd p = {wakeup_->fd(), POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(std::min<int64_t>(left, 1000))) > 0) wakeup_->Drain();
+  }
+  return false;
+}
+
+Status Pipeline::OpenSinks(bool only_failed) {
+  for (size_t i = 0; i < sinks_.size(); ++i) {
+    SinkSlot& s = sinks_[i];
+    if (only_failed && !s.needs_reopen) continue;
+    int backoff = 0;
+    for (;;) {
+      if (stop_->load()) return Status::Ok();
+      Status st = s.sink->Open(s.window.get());
+      if (st.ok()) {
+        if (backoff > 0 || only_failed) log::Info("sink is up", {{"sink", s.sink->name()}});
+        s.needs_reopen = false;
+        break;
+      }
+      if (!IsRetryable(st)) return st.WithContext("sink " + std::string(s.sink->name()));
+      stats_.sink_errors[i].fetch_add(1);
+      backoff = NextBackoff(backoff);
+      log::Warn("sink unavailable, retrying",
+                {{"sink", s.sink->name()}, {"reason", st.message()},
+                 {"retry_in_ms", std::to_string(backoff)}});
+      if (!SleepInterruptible(backoff)) return Status::Ok();
+    }
+  }
+  return Status::Ok();
+}
+
+Status Pipeline::Prepare() {
+  // An ordinary connection for the prerequisites and the catalog.
+  Result<pgwire::PgConnPtr> conn = pgwire::Connect(config_.source.dsn, false);
+  if (!conn.ok()) return conn.status();
+  sql_ = std::move(conn).value();
+  PGconn* c = sql_.get();
+
+  int version = PQserverVersion(c);
+  if (version < 120000) {
+    return Status::FailedPrecondition("PostgreSQL " + std::to_string(version / 10000) +
+                                      " is too old; walbus needs 12 or newer");
+  }
+  Result<pgwire::Rows> wal = pgwire::Query(c, "SHOW wal_level");
+  if (!wal.ok()) return wal.status();
+  std::string level = wal->empty() ? "" : (*wal)[0][0].value_or("");
+  if (level != "logical") {
+    return Status::FailedPrecondition(
+        "wal_level is '" + level +
+        "', logical decoding needs 'logical': set wal_level = logical in postgresql.conf "
+        "(RDS/Aurora: rds.logical_replication = 1; Cloud SQL: cloudsql.logical_decoding = on; "
+        "Azure: azure.replication_support = logical) and restart PostgreSQL");
+  }
+
+  const std::string& pub = config_.source.publication;
+  Result<pgwire::Rows> pubs = pgwire::Query(
+      c, "SELECT 1 FROM pg_publication WHERE pubname = " + pgwire::QuoteLiteral(c, pub));
+  if (!pubs.ok()) return pubs.status();
+  if (pubs->empty()) {
+    if (!config_.source.create_publication) {
+      return Status::FailedPrecondition("publication \"" + pub +
+                                        "\" does not exist and source.create_publication = "
+                                        "false; create it with CREATE PUBLICATION " +
+                                        pgwire::QuoteIdent(pub) + " FOR ALL TABLES (or FOR "
+                                        "TABLE ...), or set create_publication = true");
+    }
+    std::string sql = "CREATE PUBLICATION " + pgwire::QuoteIdent(pub);
+    if (config_.source.tables.empty()) {
+      sql += " FOR ALL TABLES";
+    } else {
+      std::string tables, schemas;
+      for (const std::string& t : config_.source.tables) {
+        size_t dot = t.find('.');
+        std::string schema = t.substr(0, dot), name = t.substr(dot + 1);
+        if (name == "*") {
+          schemas += (schemas.empty() ? "" : ", ") + pgwire::QuoteIdent(schema);
+        } else {
+          tables += (tables.empty() ? "" : ", ") + pgwire::QuoteIdent(schema) + "." +
+                    pgwire::QuoteIdent(name);
+        }
+      }
+      sql += " FOR ";
+      if (!tables.empty()) sql += "TABLE " + tables;
+      if (!schemas.empty()) sql += std::string(tables.empty() ? "" : ", ") + "TABLES IN SCHEMA " + schemas;
+    }
+    std::string state;
+    Status st = pgwire::Exec(c, sql, &state);
+    if (!st.ok() && state != "42710") {  // 42710: created concurrently by a twin
+      if (state == "42501") {
+        return Status::FailedPrecondition(
+            "cannot create publication \"" + pub + "\": " + st.message() +
+            "; create it as the table owner or a superuser, or grant the privilege");
+      }
+      return st.WithContext("creating publication \"" + pub + "\"");
+    }
+    if (st.ok()) log::Info("created publication", {{"publication", pub}});
+  }
+
+  types_ = std::make_unique<pgwire::TypeResolver>(
+      pgwire::CatalogTypeFetcher(config_.source.dsn));
+  return Status::Ok();
+}
+
+Status Pipeline::StartStream() {
+  session_.reset();
+  Result<std::unique_ptr<pgwire::ReplicationSession>> rs =
+      pgwire::ReplicationSession::Open(config_.source.dsn);
+  if (!rs.ok()) return rs.status();
+  session_ = std::move(rs).value();
+  Result<pgwire::SystemInfo> sys = session_->IdentifySystem();
+  if (!sys.ok()) return sys.status();
+  if (db_.empty()) {
+    db_ = sys->dbname;
+    ValueOptions vo;
+    vo.numeric_as_number = config_.envelope.numeric_as_number;
+    vo.bytea_hex = config_.envelope.bytea_hex;
+    PGconn* c = sql_.get();
+    builder_ = std::make_unique<EnvelopeBuilder>(
+        db_, vo, types_.get(), [this, c](uint32_t relid) -> Result<std::vector<std::string>> {
+          Result<pgwire::Rows> rows = pgwire::Query(
+              sql_ ? sql_.get() : c,
+              "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+              "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = " + std::to_string(relid) +
+                  " AND i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)");
+          if (!rows.ok()) return rows.status();
+          std::vector<std::string> names;
+          for (const pgwire::Row& r : *rows) names.push_back(r[0].value_or(""));
+          return names;
+        });
+    bool want_key = false;
+    for (const SinkSlot& s : sinks_) want_key = want_key || s.state_topic.has_value();
+    builder_->set_want_key_text(want_key);
+  }
+
+  // The slot: exists with pgoutput in this database, or is created.
+  const std::string& slot = config_.source.slot;
+  PGconn* c = sql_.get();
+  Result<pgwire::Rows> rows = pgwire::Query(
+      c, "SELECT plugin, database, active_pid, confirmed_flush_lsn FROM pg_replication_slots "
+         "WHERE slot_name = " + pgwire::QuoteLiteral(c, slot));
+  if (!rows.ok()) return rows.status();
+  Lsn slot_confirmed = 0;
+  if (rows->empty()) {
+    if (!config_.source.create_slot) {
+      return Status::FailedPrecondition(
+          "replication slot \"" + slot + "\" does not exist and source.create_slot = false; "
+          "create it with SELECT pg_create_logical_replication_slot('" + slot +
+          "', 'pgoutput') or set create_slot = true");
+    }
+    std::string state;
+    Result<Lsn> point = session_->CreateSlot(slot, &state);
+    if (!point.ok() && state != "42710") {
+      return point.status().WithContext("creating replication slot \"" + slot + "\"");
+    }
+    if (point.ok()) {
+      slot_confirmed = *point;
+      log::Info("created replication slot",
+                {{"slot", slot}, {"consistent_point", FormatLsn(*point)}});
+    }
+  } else {
+    const pgwire::Row& r = (*rows)[0];
+    if (r[0].value_or("") != "pgoutput") {
+      return Status::FailedPrecondition("replication slot \"" + slot + "\" uses plugin '" +
+                                        r[0].value_or("") + "', walbus needs pgoutput; use "
+                                        "another source.slot or drop that slot");
+    }
+    if (r[1].value_or("") != db_) {
+      return Status::FailedPrecondition("replication slot \"" + slot + "\" belongs to database '" +
+                                        r[1].value_or("") + "', not '" + db_ +
+                                        "'; use another source.slot");
+    }
+    if (r[2]) {
+      return Status::ResourceExhausted("replication slot \"" + slot +
+                                       "\" is active for PID " + *r[2]);
+    }
+    if (r[3]) ParseLsn(*r[3], &slot_confirmed);
+  }
+  tracker_->Reset(slot_confirmed);
+  last_sent_flush_ = tracker_->confirmed();
+
+  pgwire::StartOptions o;
+  o.slot = slot;
+  o.publication = config_.source.publication;
+  o.messages = config_.source.messages;
+  o.start = tracker_->confirmed();
+  WALBUS_RETURN_IF_ERROR(session_->StartReplication(o));
+  builder_->Clear();
+  builder_->EndTransaction();
+  received_ = std::max(received_, tracker_->confirmed());
+  next_status_ms_ = MonotonicMs() + config_.source.status_interval_ms;
+  stats_.role.store(1);
+  log::Info("streaming", {{"slot", slot}, {"from", FormatLsn(tracker_->confirmed())},
+                          {"publication", config_.source.publication}, {"db", db_}});
+  return Status::Ok();
+}
+
+void Pipeline::PrepareTable(TableInfo* t) {
+  t->included.assign(sinks_.size(), 0);
+  t->topics.assign(sinks_.size(), {});
+  for (size_t i = 0; i < sinks_.size(); ++i) {
+    const auto& include = sinks_[i].config->include;
+    bool in = include.empty();
+    for (const std::string& g : include) in = in || GlobMatch(g, t->qualified);
+    t->included[i] = in ? 1 : 0;
+  }
+}
+
+bool Pipeline::Paused() const {
+  for (const SinkSlot& s : sinks_) {
+    if (s.window->in_flight() >= s.config->max_in_flight) return true;
+  }
+  return false;
+}
+
+Status Pipeline::CheckSinkFailures() {
+  for (size_t i = 0; i < sinks_.size(); ++i) {
+    SinkSlot& s = sinks_[i];
+    if (!s.window->failed()) continue;
+    std::optional<Status> f = s.window->TakeFailure();
+    if (!f || f->ok()) continue;
+    stats_.sink_errors[i].fetch_add(1);
+    if (IsRetryable(*f)) s.needs_reopen = true;
+    return f->WithContext("sink " + std::string(s.sink->name()));
+  }
+  return Status::Ok();
+}
+
+Status Pipeline::FlushSinks() {
+  for (size_t i = 0; i < sinks_.size(); ++i) {
+    Status st = sinks_[i].sink->Flush();
+    if (!st.ok()) {
+      stats_.sink_errors[i].fetch_add(1);
+      if (IsRetryable(st)) sinks_[i].needs_reopen = true;
+      return st.WithContext("sink " + std::string(sinks_[i].sink->name()));
+    }
+  }
+  return CheckSinkFailures();
+}
+
+Status Pipeline::MaybeSendStatus(bool force, bool reply) {
+  int64_t now = MonotonicMs();
+  if (!force && now < next_status_ms_) return Status::Ok();
+  Lsn confirmed = tracker_->Advance();
+  stats_.confirmed_lsn.store(confirmed, std::memory_order_relaxed);
+  stats_.confirmed_commit_time_us.store(tracker_->confirmed_commit_time_us(),
+                                        std::memory_order_relaxed);
+  next_status_ms_ = now + config_.source.status_interval_ms;
+  if (confirmed != last_sent_flush_) {
+    log::Debug("confirming", {{"lsn", FormatLsn(confirmed)}});
+  }
+  last_sent_flush_ = confirmed;
+  return session_->SendStatus(std::max(received_, confirmed), confirmed, confirmed, reply);
+}
+
+Status Pipeline::WaitForProgress(int timeout_ms, bool watch_socket) {
+  wakeup_->Arm();
+  // Re-check after arming: an acknowledgement that landed before Arm() would
+  // not write to the eventfd.
+  if (stop_->load()) return Status::Ok();
+  if (!watch_socket && !Paused()) return Status::Ok();
+  struct pollfd fds[2] = {{wakeup_->fd(), POLLIN, 0}, {session_->socket(), POLLIN, 0}};
+  int n = poll(fds, watch_socket ? 2 : 1, timeout_ms);
+  if (n < 0 && errno != EINTR) return Status::Unavailable("poll failed");
+  if (n > 0 && (fds[0].revents & POLLIN)) wakeup_->Drain();
+  if (watch_socket && n > 0 && (fds[1].revents & (POLLIN | POLLERR | POLLHUP))) {
+    return session_->ConsumeInput();
+  }
+  return Status::Ok();
+}
+
+Status Pipeline::PublishOne(SinkSlot& s, size_t index, const Built& b) {
+  Event e;
+  const TableInfo* t = b.table;
+  e.op = OpName(b.op);
+  if (t != nullptr) {
+    std::string& topic = const_cast<TableInfo*>(t)->topics[index][static_cast<int>(b.op)];
+    if (topic.empty()) s.topic.Render({db_, t->schema, t->table, e.op, {}}, &topic);
+    e.topic = topic;
+    e.table = t->qualified;
+    if (s.state_topic && (b.op == Op::kInsert || b.op == Op::kUpdate || b.op == Op::kDelete ||
+                          b.op == Op::kRead)) {
+      s.scratch.clear();
+      s.state_topic->Render({db_, t->schema, t->table, e.op, b.key_text}, &s.scratch);
+      e.state_topic = s.scratch;
+    }
+  } else {
+    // pg_logical_emit_message(): {db}._message.{prefix} (MQTT: '/' separators).
+    s.scratch.clear();
+    const char* sep = s.rules == TopicRules::kMqtt ? "/" : ".";
+    AppendSanitized(&s.scratch, db_, s.rules);
+    s.scratch += sep;
+    s.scratch += "_message";
+    s.scratch += sep;
+    AppendSanitized(&s.scratch, b.message_prefix, s.rules);
+    e.topic = s.scratch;
+    e.table = "_message";
+  }
+  e.id = b.id;
+  e.payload = b.payload;
+  e.commit_lsn = b.commit_lsn;
+  e.seq = b.seq;
+  e.key = b.key_text;
+  e.after = b.after;
+  e.ticket = s.window->Issue();
+  for (;;) {
+    Status st = s.sink->Publish(e);
+    if (st.ok()) break;
+    if (st.code() != Code::kResourceExhausted) {
+      stats_.sink_errors[index].fetch_add(1);
+      if (IsRetryable(st)) s.needs_reopen = true;
+      return st.WithContext("sink " + std::string(s.sink->name()));
+    }
+    // The client library's own window is full: let it drain.
+    WALBUS_RETURN_IF_ERROR(FlushSinks());
+    WALBUS_RETURN_IF_ERROR(MaybeSendStatus(false, false));
+    WALBUS_RETURN_IF_ERROR(WaitForProgress(5, false));
+    if (stop_->load()) return Status::Unavailable("stopping");
+  }
+  stats_.events[index * kOpCount + static_cast<int>(b.op)].fetch_add(1, std::memory_order_relaxed);
+  return Status::Ok();
+}
+
+Status Pipeline::PublishBuilt(const Built& b) {
+  if (log::Enabled(log::Level::kTrace)) {
+    log::Trace("event", {{"id", b.id}, {"payload", b.payload}});
+  }
+  for (size_t i = 0; i < sinks_.size(); ++i) {
+    if (b.table != nullptr && !b.table->included[i]) continue;
+    WALBUS_RETURN_IF_ERROR(PublishOne(sinks_[i], i, b));
+  }
+  return Status::Ok();
+}
+
+Status Pipeline::Handle(const pgwire::XLogData& x) {
+  pgwire::Message m;
+  Status st = decoder_.Decode(x.data, &m);
+  if (!st.ok()) return st.WithContext("at " + FormatLsn(x.wal_start));
+  Built b;
+  if (auto* begin = std::get_if<pgwire::Begin>(&m)) {
+    if (builder_->in_transaction()) {
+      return Status::Corruption("pgoutput Begin at " + FormatLsn(x.wal_start) +
+                                " inside an open transaction");
+    }
+    builder_->OnBegin(*begin);
+    tracker_->BeginTransaction();
+    begin_final_lsn_ = begin->final_lsn;
+    return Status::Ok();
+  }
+  if (auto* commit = std::get_if<pgwire::Commit>(&m)) {
+    if (!builder_->in_transaction()) {
+      return Status::Corruption("pgoutput Commit at " + FormatLsn(x.wal_start) +
+                                " without a Begin");
+    }
+    if (commit->commit_lsn != begin_final_lsn_) {
+      return Status::Corruption("pgoutput Commit LSN " + FormatLsn(commit->commit_lsn) +
+                                " differs from its Begin's " + FormatLsn(begin_final_lsn_));
+    }
+    builder_->EndTransaction();
+    tracker_->CommitTransaction(commit->end_lsn, commit->commit_time_us);
+    stats_.transactions.fetch_add(1, std::memory_order_relaxed);
+    return Status::Ok();
+  }
+  if (auto* rel = std::get_if<pgwire::Relation>(&m)) {
+    Result<TableInfo*> t = builder_->OnRelation(*rel);
+    if (!t.ok()) return t.status();
+    PrepareTable(*t);
+    log::Debug("relation", {{"table", (*t)->qualified}, {"columns", std::to_string((*t)->cols.size())}});
+    return Status::Ok();
+  }
+  if (auto* ins = std::get_if<pgwire::Insert>(&m)) {
+    WALBUS_RETURN_IF_ERROR(builder_->BuildInsert(*ins, x.wal_start, &b));
+    return PublishBuilt(b);
+  }
+  if (auto* upd = std::get_if<pgwire::Update>(&m)) {
+    WALBUS_RETURN_IF_ERROR(builder_->BuildUpdate(*upd, x.wal_start, &b));
+    return PublishBuilt(b);
+  }
+  if (auto* del = std::get_if<pgwire::Delete>(&m)) {
+    WALBUS_RETURN_IF_ERROR(builder_->BuildDelete(*del, x.wal_start, &b));
+    return PublishBuilt(b);
+  }
+  if (auto* tr = std::get_if<pgwire::Truncate>(&m)) {
+    for (uint32_t relid : tr->relations) {
+      WALBUS_RETURN_IF_ERROR(builder_->BuildTruncate(relid, x.wal_start, &b));
+      WALBUS_RETURN_IF_ERROR(PublishBuilt(b));
+    }
+    return Status::Ok();
+  }
+  if (auto* msg = std::get_if<pgwire::LogicalMessage>(&m)) {
+    WALBUS_RETURN_IF_ERROR(builder_->BuildMessage(*msg, &b));
+    WALBUS_RETURN_IF_ERROR(PublishBuilt(b));
+    if (!msg->transactional || !builder_->in_transaction()) {
+      // A message outside any transaction is its own unit of confirmation.
+      tracker_->CommitTransaction(msg->lsn, 0);
+    }
+    return Status::Ok();
+  }
+  // Origin and Type carry nothing walbus publishes (types are resolved by OID).
+  return Status::Ok();
+}
+
+Status Pipeline::Stream() {
+  pgwire::XLogData x;
+  pgwire::Keepalive k;
+  for (;;) {
+    if (stop_->load(std::memory_order_relaxed)) return Status::Ok();
+    if (Paused()) {
+      WALBUS_RETURN_IF_ERROR(FlushSinks());
+      WALBUS_RETURN_IF_ERROR(MaybeSendStatus(false, false));
+      int64_t left = std::max<int64_t>(1, next_status_ms_ - MonotonicMs());
+      WALBUS_RETURN_IF_ERROR(WaitForProgress(static_cast<int>(std::min<int64_t>(left, 50)), false));
+      continue;
+    }
+    Result<pgwire::ReplicationSession::Kind> kind = session_->Next(&x, &k);
+    if (!kind.ok()) return kind.status();
+    switch (*kind) {
+      case pgwire::ReplicationSession::Kind::kNone: {
+        // End of what the socket had: the batch boundary.
+        WALBUS_RETURN_IF_ERROR(FlushSinks());
+        tracker_->Advance();
+        WALBUS_RETURN_IF_ERROR(MaybeSendStatus(false, false));
+        int64_t left = std::max<int64_t>(1, next_status_ms_ - MonotonicMs());
+        WALBUS_RETURN_IF_ERROR(WaitForProgress(static_cast<int>(left), true));
+        since_clock_check_ = 0;
+        break;
+      }
+      case pgwire::ReplicationSession::Kind::kKeepalive:
+        stats_.server_wal_end.store(k.wal_end, std::memory_order_relaxed);
+        if (k.reply_requested) WALBUS_RETURN_IF_ERROR(FlushSinks());
+        tracker_->OnKeepalive(k.wal_end);
+        received_ = std::max(received_, k.wal_end);
+        WALBUS_RETURN_IF_ERROR(MaybeSendStatus(k.reply_requested, false));
+        break;
+      case pgwire::ReplicationSession::Kind::kXLogData:
+        received_ = std::max(received_, x.wal_start);
+        stats_.received_lsn.store(received_, std::memory_order_relaxed);
+        stats_.server_wal_end.store(x.wal_end, std::memory_order_relaxed);
+        WALBUS_RETURN_IF_ERROR(Handle(x));
+        if (++since_clock_check_ >= 64) {
+          since_clock_check_ = 0;
+          WALBUS_RETURN_IF_ERROR(CheckSinkFailures());
+          WALBUS_RETURN_IF_ERROR(MaybeSendStatus(false, false));
+        }
+        break;
+    }
+  }
+}
+
+void Pipeline::Rewind() {
+  session_.reset();
+  for (SinkSlot& s : sinks_) s.window->Rewind();
+  tracker_->Reset(tracker_->confirmed());
+  if (builder_) {
+    builder_->EndTransaction();
+    builder_->Clear();
+  }
+  stats_.role.store(0);
+}
+
+void Pipeline::Drain() {
+  if (!session_) return;
+  Status st = FlushSinks();
+  int64_t until = MonotonicMs() + kDrainMs;
+  while (st.ok() && MonotonicMs() < until) {
+    tracker_->Advance();
+    bool all = true;
+    for (const SinkSlot& s : sinks_) all = all && s.window->in_flight() == 0;
+    if (all) break;
+    st = FlushSinks();
+    if (!st.ok()) break;
+    wakeup_->Arm();
+    struct pollfd p = {wakeup_->fd(), POLLIN, 0};
+    if (poll(&p, 1, 20) > 0) wakeup_->Drain();
+  }
+  if (!st.ok()) log::Warn("stopping with unacknowledged events", {{"reason", st.message()}});
+  Status sent = MaybeSendStatus(true, false);
+  session_->Finish();
+  log::Info("stopped", {{"confirmed", FormatLsn(tracker_->confirmed())},
+                        {"status_update", sent.ok() ? "sent" : sent.message()}});
+}
+
+Status Pipeline::Run(const std::atomic<bool>* stop, Wakeup* wakeup) {
+  stop_ = stop;
+  wakeup_ = wakeup;
+  std::vector<AckWindow*> windows;
+  for (SinkSlot& s : sinks_) {
+    s.window = std::make_unique<AckWindow>(s.config->max_in_flight, wakeup);
+    windows.push_back(s.window.get());
+  }
+  tracker_ = std::make_unique<AckTracker>(windows);
+  if (config_.source.snapshot != "never") {
+    return Status::FailedPrecondition(
+        "source.snapshot = \"" + config_.source.snapshot +
+        "\" is not available in this version; use \"never\"");
+  }
+  WALBUS_RETURN_IF_ERROR(OpenSinks(false));
+
+  int backoff = 0;
+  int64_t last_standby_log = -1;
+  while (!stop_->load()) {
+    Status st = prepared_ ? Status::Ok() : Prepare();
+    if (st.ok()) {
+      prepared_ = true;
+      st = StartStream();
+    }
+    if (st.ok()) {
+      backoff = 0;
+      st = Stream();
+      if (st.ok()) {  // stop requested
+        Drain();
+        return Status::Ok();
+      }
+    }
+    if (st.code() == Code::kResourceExhausted) {
+      // SPEC §5: another instance holds the slot; stand by.
+      stats_.role.store(0);
+      session_.reset();
+      int64_t now = MonotonicMs();
+      if (last_standby_log < 0 || now - last_standby_log >= 60000) {
+        log::Info("standing by: " + st.message(),
+                  {{"retry_ms", std::to_string(config_.source.standby_retry_ms)}});
+        last_standby_log = now;
+      }
+      SleepInterruptible(static_cast<int>(config_.source.standby_retry_ms));
+      continue;
+    }
+    if (!IsRetryable(st)) {
+      // Fatal: confirm what is safely delivered, then stop.
+      if (session_) {
+        tracker_->Advance();
+        (void)MaybeSendStatus(true, false);
+      }
+      return st;
+    }
+    bool sink_failed = false;
+    for (const SinkSlot& s : sinks_) sink_failed = sink_failed || s.needs_reopen;
+    if (session_ && tracker_) {
+      tracker_->Advance();
+      (void)MaybeSendStatus(true, false);  // best effort: keep what is confirmed
+    }
+    Rewind();
+    if (!sink_failed) {
+      stats_.pg_reconnects.fetch_add(1);
+      prepared_ = false;  // the server may have restarted: re-check everything
+      sql_.reset();
+    }
+    backoff = NextBackoff(backoff);
+    log::Warn(std::string(sink_failed ? "sink failed" : "PostgreSQL connection failed") +
+                  ", rewinding to the confirmed LSN",
+              {{"reason", st.message()}, {"confirmed", FormatLsn(tracker_->confirmed())},
+               {"retry_in_ms", std::to_string(backoff)}});
+    if (!SleepInterruptible(backoff)) break;
+    if (sink_failed) {
+      for (SinkSlot& s : sinks_) {
+        if (s.needs_reopen) s.sink->Close();
+      }
+      WALBUS_RETURN_IF_ERROR(OpenSinks(true));
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace walbus::bridge

@@ -1,0 +1,118 @@
+// Pipeline: the source thread. It owns the PostgreSQL connections, the
+// decoder, the envelope builder, the ack tracker and the sinks, and runs the
+// loop of SPEC §4:
+//   read a CopyData message -> decode -> build the envelope -> Publish to every
+//   sink whose `include` matches; at the end of each batch Flush the sinks,
+//   advance the tracker, and send a standby status update when due.
+// When a sink has max_in_flight unacknowledged events it stops reading
+// (back-pressure) but keeps sending status updates. When a sink or the server
+// fails it rewinds: drops the replication connection, abandons every
+// unacknowledged ticket and restarts from the confirmed LSN after a capped
+// exponential back-off, so nothing is skipped and nothing is buffered twice.
+//
+// Threads: Run() on one thread. Broker threads only touch the AckWindows.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bridge/ack_tracker.h"
+#include "bridge/ack_window.h"
+#include "bridge/core/sink.h"
+#include "bridge/core/status.h"
+#include "bridge/envelope_builder.h"
+#include "bridge/topic_template.h"
+#include "bridge/wakeup.h"
+#include "conf/config.h"
+#include "pgwire/pg_conn.h"
+#include "pgwire/pgoutput.h"
+#include "pgwire/replication_session.h"
+#include "pgwire/type_map.h"
+
+namespace walbus::bridge {
+
+// Counters for logs and /metrics; written by the source thread, read anywhere.
+struct PipelineStats {
+  std::atomic<uint64_t> transactions{0};
+  std::atomic<uint64_t> received_lsn{0};
+  std::atomic<uint64_t> confirmed_lsn{0};
+  std::atomic<uint64_t> server_wal_end{0};
+  std::atomic<int64_t> confirmed_commit_time_us{0};
+  std::atomic<uint64_t> pg_reconnects{0};
+  std::atomic<int> role{0};  // 1 streaming, 0 standby / not connected
+  // events[sink * kOpCount + op]
+  std::unique_ptr<std::atomic<uint64_t>[]> events;
+  std::unique_ptr<std::atomic<uint64_t>[]> sink_errors;
+};
+
+class Pipeline {
+ public:
+  Pipeline(conf::Config config, std::vector<std::unique_ptr<Sink>> sinks);
+  ~Pipeline();
+
+  // Streams until *stop becomes true (then drains for up to 10 s and returns
+  // Ok) or a fatal error: FailedPrecondition (server misconfigured), Permanent
+  // (a broker refused an event), Corruption (bad protocol bytes).
+  Status Run(const std::atomic<bool>* stop, Wakeup* wakeup);
+
+  PipelineStats& stats() { return stats_; }
+  size_t sink_count() const { return sinks_.size(); }
+  std::string_view sink_name(size_t i) const { return sinks_[i].sink->name(); }
+  uint64_t in_flight(size_t i) const { return sinks_[i].window->in_flight(); }
+
+ private:
+  struct SinkSlot {
+    std::unique_ptr<Sink> sink;
+    std::unique_ptr<AckWindow> window;
+    const conf::SinkConfig* config;
+    TopicTemplate topic;
+    std::optional<TopicTemplate> state_topic;
+    TopicRules rules;
+    bool needs_reopen = false;
+    std::string scratch;  // state topic / message topic rendering
+  };
+  enum class Outcome { kStopped, kRetry, kFatal };
+
+  Status OpenSinks(bool only_failed);
+  Status Prepare();                 // SQL checks, publication, slot
+  Status StartStream();             // replication session from the confirmed LSN
+  Status Stream();                  // the CopyBoth loop until error or stop
+  Status Handle(const pgwire::XLogData& x);
+  Status PublishBuilt(const Built& b);
+  Status PublishOne(SinkSlot& s, size_t index, const Built& b);
+  Status FlushSinks();
+  Status CheckSinkFailures();
+  Status MaybeSendStatus(bool force, bool reply);
+  bool Paused() const;
+  Status WaitForProgress(int timeout_ms, bool watch_socket);
+  void Rewind();
+  void Drain();
+  bool SleepInterruptible(int ms);
+  void PrepareTable(TableInfo* t);
+
+  conf::Config config_;
+  std::vector<SinkSlot> sinks_;
+  std::unique_ptr<AckTracker> tracker_;
+  std::unique_ptr<pgwire::TypeResolver> types_;
+  pgwire::PgConnPtr sql_;
+  std::unique_ptr<pgwire::ReplicationSession> session_;
+  pgwire::Decoder decoder_;
+  std::unique_ptr<EnvelopeBuilder> builder_;
+  std::string db_;
+  PipelineStats stats_;
+
+  const std::atomic<bool>* stop_ = nullptr;
+  Wakeup* wakeup_ = nullptr;
+  Lsn received_ = 0;
+  Lsn last_sent_flush_ = 0;
+  int64_t next_status_ms_ = 0;
+  uint32_t since_clock_check_ = 0;
+  bool prepared_ = false;
+  Lsn begin_final_lsn_ = 0;
+};
+
+int64_t MonotonicMs();
+
+}  // namespace walbus::bridge

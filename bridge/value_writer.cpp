@@ -1,0 +1,318 @@
+#include "bridge/value_writer.h"
+
+#include <cstdint>
+#include <cstring>
+
+#include "bridge/json_writer.h"
+#include "pgwire/array_literal.h"
+
+namespace walbus {
+namespace {
+
+using pgwire::ValueKind;
+
+// Messages name the kind and the length, never the text: values may hold
+// personal data and errors end up in logs.
+Status Malformed(ValueKind kind, std::string_view text, const char* why) {
+  std::string m(pgwire::ValueKindName(kind));
+  m += " value: ";
+  m += why;
+  m += " (";
+  m += std::to_string(text.size());
+  m += " bytes)";
+  return Status::Corruption(std::move(m));
+}
+
+// For text already checked to need no JSON escaping (numbers, NaN, hex).
+inline void AppendQuoted(std::string* out, std::string_view s) {
+  out->push_back('"');
+  out->append(s);
+  out->push_back('"');
+}
+
+inline bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+
+// -?(0|[1-9][0-9]*) at s[*i], advancing *i. JSON's int production.
+inline bool ScanJsonInt(std::string_view s, size_t* i) {
+  size_t p = *i;
+  if (p < s.size() && s[p] == '-') ++p;
+  if (p >= s.size() || !IsDigit(s[p])) return false;
+  if (s[p] == '0') {
+    ++p;
+  } else {
+    while (p < s.size() && IsDigit(s[p])) ++p;
+  }
+  *i = p;
+  return true;
+}
+
+bool IsJsonInteger(std::string_view s) {
+  size_t i = 0;
+  return ScanJsonInt(s, &i) && i == s.size();
+}
+
+// JSON's number production: int frac? exp?
+bool IsJsonNumber(std::string_view s) {
+  size_t i = 0;
+  if (!ScanJsonInt(s, &i)) return false;
+  if (i < s.size() && s[i] == '.') {
+    size_t start = ++i;
+    while (i < s.size() && IsDigit(s[i])) ++i;
+    if (i == start) return false;
+  }
+  if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
+    ++i;
+    if (i < s.size() && (s[i] == '+' || s[i] == '-')) ++i;
+    size_t start = i;
+    while (i < s.size() && IsDigit(s[i])) ++i;
+    if (i == start) return false;
+  }
+  return i == s.size();
+}
+
+// The special values float8out / numeric_out print as words.
+inline bool IsSpecialNumber(std::string_view s) {
+  return s == "NaN" || s == "Infinity" || s == "-Infinity";
+}
+
+constexpr auto kHexValue = [] {
+  struct Table {
+    int8_t v[256];
+  } t{};
+  for (int c = 0; c < 256; ++c) t.v[c] = -1;
+  for (int c = '0'; c <= '9'; ++c) t.v[c] = static_cast<int8_t>(c - '0');
+  for (int c = 'a'; c <= 'f'; ++c) t.v[c] = static_cast<int8_t>(c - 'a' + 10);
+  for (int c = 'A'; c <= 'F'; ++c) t.v[c] = static_cast<int8_t>(c - 'A' + 10);
+  return t;
+}();
+
+constexpr char kHexDigits[] = "0123456789abcdef";
+constexpr char kBase64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+// Encodes a stream of bytes as base64 (padded) or lower-case hex.
+class ByteEncoder {
+ public:
+  ByteEncoder(std::string* out, bool hex) : out_(out), hex_(hex) {}
+  void Put(uint8_t b) {
+    if (hex_) {
+      char two[2] = {kHexDigits[b >> 4], kHexDigits[b & 0xF]};
+      out_->append(two, 2);
+      return;
+    }
+    acc_ = (acc_ << 8) | b;
+    if (++n_ == 3) {
+      char four[4] = {kBase64[(acc_ >> 18) & 63], kBase64[(acc_ >> 12) & 63],
+                      kBase64[(acc_ >> 6) & 63], kBase64[acc_ & 63]};
+      out_->append(four, 4);
+      acc_ = 0;
+      n_ = 0;
+    }
+  }
+  void Finish() {
+    if (n_ == 1) {
+      char four[4] = {kBase64[(acc_ >> 2) & 63], kBase64[(acc_ << 4) & 63], '=', '='};
+      out_->append(four, 4);
+    } else if (n_ == 2) {
+      char four[4] = {kBase64[(acc_ >> 10) & 63], kBase64[(acc_ >> 4) & 63],
+                      kBase64[(acc_ << 2) & 63], '='};
+      out_->append(four, 4);
+    }
+  }
+
+ private:
+  std::string* out_;
+  bool hex_;
+  uint32_t acc_ = 0;
+  int n_ = 0;
+};
+
+// byteaout: "\x" + hex digits (bytea_output = hex, the default) or the escape
+// format (printable bytes as they are, "\\" for a backslash, "\ooo" octal for
+// the rest). "\x" cannot start escape output: a backslash byte prints as "\\".
+Status AppendBytea(std::string* out, std::string_view text, bool as_hex) {
+  const size_t mark = out->size();
+  out->push_back('"');
+  if (text.size() >= 2 && text[0] == '\\' && text[1] == 'x') {
+    std::string_view digits = text.substr(2);
+    if (digits.size() % 2 != 0) return Malformed(ValueKind::kBytea, text, "odd number of hex digits");
+    if (as_hex) {
+      // PostgreSQL prints lower case: validate, then copy in one go.
+      for (char c : digits) {
+        if (kHexValue.v[static_cast<unsigned char>(c)] < 0 || (c >= 'A' && c <= 'F')) {
+          out->resize(mark + 1);
+          for (char d : digits) {
+            int8_t v = kHexValue.v[static_cast<unsigned char>(d)];
+            if (v < 0) return Malformed(ValueKind::kBytea, text, "bad hex digit");
+            out->push_back(kHexDigits[v]);
+          }
+          out->push_back('"');
+          return Status::Ok();
+        }
+      }
+      out->append(digits);
+    } else {
+      out->reserve(out->size() + digits.size() * 2 / 3 + 8);
+      ByteEncoder enc(out, false);
+      for (size_t i = 0; i < digits.size(); i += 2) {
+        int8_t hi = kHexValue.v[static_cast<unsigned char>(digits[i])];
+        int8_t lo = kHexValue.v[static_cast<unsigned char>(digits[i + 1])];
+        if ((hi | lo) < 0) return Malformed(ValueKind::kBytea, text, "bad hex digit");
+        enc.Put(static_cast<uint8_t>((hi << 4) | lo));
+      }
+      enc.Finish();
+    }
+  } else {
+    ByteEncoder enc(out, as_hex);
+    for (size_t i = 0; i < text.size();) {
+      char c = text[i];
+      if (c != '\\') {
+        enc.Put(static_cast<uint8_t>(c));
+        ++i;
+      } else if (i + 1 < text.size() && text[i + 1] == '\\') {
+        enc.Put('\\');
+        i += 2;
+      } else if (i + 3 < text.size() && text[i + 1] >= '0' &&
+                 text[i + 1] <= '3' && text[i + 2] >= '0' && text[i + 2] <= '7' &&
+                 text[i + 3] >= '0' && text[i + 3] <= '7') {
+        enc.Put(static_cast<uint8_t>(((text[i + 1] - '0') << 6) | ((text[i + 2] - '0') << 3) |
+                                     (text[i + 3] - '0')));
+        i += 4;
+      } else {
+        return Malformed(ValueKind::kBytea, text, "bad escape");
+      }
+    }
+    enc.Finish();
+  }
+  out->push_back('"');
+  return Status::Ok();
+}
+
+Status AppendScalar(std::string* out, ValueKind kind, std::string_view text,
+                    const ValueOptions& opt) {
+  switch (kind) {
+    case ValueKind::kText:
+      AppendJsonString(out, text);
+      return Status::Ok();
+    case ValueKind::kBool:
+      // boolout prints exactly "t" or "f".
+      if (text.size() == 1 && text[0] == 't') {
+        out->append("true", 4);
+      } else if (text.size() == 1 && text[0] == 'f') {
+        out->append("false", 5);
+      } else {
+        return Malformed(kind, text, "not t or f");
+      }
+      return Status::Ok();
+    case ValueKind::kInteger:
+      if (!IsJsonInteger(text)) return Malformed(kind, text, "not an integer");
+      out->append(text);
+      return Status::Ok();
+    case ValueKind::kFloat:
+      if (IsJsonNumber(text)) {
+        out->append(text);
+      } else if (IsSpecialNumber(text)) {
+        AppendQuoted(out, text);
+      } else {
+        return Malformed(kind, text, "not a number");
+      }
+      return Status::Ok();
+    case ValueKind::kNumeric:
+      if (IsJsonNumber(text)) {
+        if (opt.numeric_as_number) {
+          out->append(text);
+        } else {
+          AppendQuoted(out, text);
+        }
+      } else if (IsSpecialNumber(text)) {
+        AppendQuoted(out, text);
+      } else {
+        return Malformed(kind, text, "not a number");
+      }
+      return Status::Ok();
+    case ValueKind::kJson: {
+      if (text.empty()) return Malformed(kind, text, "empty");
+      const size_t mark = out->size();
+      if (!AppendJsonText(out, text)) {
+        out->resize(mark);
+        return Malformed(kind, text, "not JSON text as PostgreSQL prints it");
+      }
+      return Status::Ok();
+    }
+    case ValueKind::kBytea:
+      return AppendBytea(out, text, opt.bytea_hex);
+    case ValueKind::kArray:
+      break;
+  }
+  return Status::Internal("array kind where a scalar was expected");
+}
+
+// Turns the parser's callbacks into a JSON array. Commas go before every item
+// but the first of its array: an item follows an item exactly when the
+// previous callback ended one (Element or EndArray).
+class ArrayWriter final : public pgwire::ArrayVisitor {
+ public:
+  ArrayWriter(std::string* out, ValueKind element, const ValueOptions& opt)
+      : out_(out), element_(element), opt_(opt) {}
+
+  Status BeginArray() override {
+    if (after_item_) out_->push_back(',');
+    out_->push_back('[');
+    after_item_ = false;
+    return Status::Ok();
+  }
+  Status EndArray() override {
+    out_->push_back(']');
+    after_item_ = true;
+    return Status::Ok();
+  }
+  Status Element(std::string_view raw, bool quoted, bool is_null) override {
+    if (after_item_) out_->push_back(',');
+    after_item_ = true;
+    if (is_null) {
+      out_->append("null", 4);
+      return Status::Ok();
+    }
+    Status s;
+    if (!quoted || std::memchr(raw.data(), '\\', raw.size()) == nullptr) {
+      s = AppendScalar(out_, element_, raw, opt_);
+    } else if (element_ == ValueKind::kText) {
+      AppendJsonStringUnescapingPg(out_, raw);
+    } else {
+      // A typed element with escapes in it (json holding quotes, bytea's
+      // backslash): unescape into a per-thread buffer that keeps its capacity.
+      thread_local std::string scratch;
+      scratch.clear();
+      pgwire::AppendPgUnescaped(&scratch, raw);
+      s = AppendScalar(out_, element_, scratch, opt_);
+    }
+    if (!s.ok()) return s.WithContext("array element");
+    return s;
+  }
+
+ private:
+  std::string* out_;
+  ValueKind element_;
+  const ValueOptions& opt_;
+  bool after_item_ = false;
+};
+
+}  // namespace
+
+Status AppendValue(std::string* out, const pgwire::TypeInfo& type, std::string_view text,
+                   const ValueOptions& opt) {
+  const size_t mark = out->size();
+  Status s;
+  if (type.kind == ValueKind::kArray) {
+    if (type.element == ValueKind::kArray) {
+      return Status::Internal("array type with array elements");
+    }
+    ArrayWriter writer(out, type.element, opt);
+    s = pgwire::ParseArrayLiteral(text, type.delimiter, writer);
+  } else {
+    s = AppendScalar(out, type.kind, text, opt);
+  }
+  if (!s.ok()) out->resize(mark);
+  return s;
+}
+
+}  // namespace walbus

@@ -1,0 +1,134 @@
+#include "pgwire/pg_conn.h"
+
+namespace walbus::pgwire {
+
+std::string FirstLine(std::string_view message) {
+  std::string_view m = message;
+  for (std::string_view prefix : {"ERROR:  ", "FATAL:  ", "error: ", "connection to server "}) {
+    if (m.substr(0, prefix.size()) == prefix && prefix != "connection to server ") {
+      m.remove_prefix(prefix.size());
+    }
+  }
+  size_t nl = m.find('\n');
+  std::string line(m.substr(0, nl));
+  while (!line.empty() && (line.back() == ' ' || line.back() == '\r')) line.pop_back();
+  return line;
+}
+
+namespace {
+
+bool Contains(std::string_view hay, std::string_view needle) {
+  return hay.find(needle) != std::string_view::npos;
+}
+
+Status ClassifyConnectError(std::string_view raw) {
+  std::string msg = FirstLine(raw);
+  // libpq prefixes the server's FATAL with "connection to server at ... failed: ".
+  size_t failed = msg.find("failed: ");
+  std::string reason = failed == std::string::npos ? msg : msg.substr(failed + 8);
+  std::string where = "PostgreSQL";
+  if (Contains(reason, "password authentication failed") ||
+      Contains(reason, "no password supplied") || Contains(reason, "authentication failed")) {
+    return Status::FailedPrecondition(
+        where + " refused the login: " + reason +
+        "; fix the password (source.dsn, ${ENV}, ~/.pgpass or PGPASSWORD)");
+  }
+  if (Contains(reason, "no pg_hba.conf entry")) {
+    return Status::FailedPrecondition(
+        where + " refused the connection: " + reason +
+        "; add a pg_hba.conf `host` line for this database and user (logical replication "
+        "matches the database name, not the `replication` keyword), then reload PostgreSQL");
+  }
+  if (Contains(reason, "does not exist")) {  // role or database
+    return Status::FailedPrecondition(where + ": " + reason + "; fix source.dsn");
+  }
+  if (Contains(reason, "must be superuser or replication role") ||
+      Contains(reason, "permission denied to start WAL sender") ||
+      Contains(reason, "must have the REPLICATION")) {
+    return Status::FailedPrecondition(
+        where + ": " + reason +
+        "; grant it with ALTER ROLE <user> REPLICATION (on RDS: GRANT rds_replication TO <user>)");
+  }
+  if (Contains(reason, "invalid connection option") || Contains(reason, "missing \"=\"") ||
+      Contains(reason, "invalid URI") || Contains(reason, "invalid integer value")) {
+    return Status::InvalidArgument("source.dsn: " + reason);
+  }
+  return Status::Unavailable(where + " is unreachable: " + reason);
+}
+
+}  // namespace
+
+Result<PgConnPtr> Connect(const std::string& conninfo, bool replication) {
+  const char* keys[] = {"dbname", "replication", "fallback_application_name",
+                        "connect_timeout", nullptr};
+  const char* values[] = {conninfo.c_str(), replication ? "database" : nullptr, "walbus",
+                          "10", nullptr};
+  if (!replication) {
+    keys[1] = "fallback_application_name";
+    values[1] = "walbus";
+    keys[2] = "connect_timeout";
+    values[2] = "10";
+    keys[3] = nullptr;
+    values[3] = nullptr;
+  }
+  PgConnPtr conn(PQconnectdbParams(keys, values, /*expand_dbname=*/1));
+  if (conn == nullptr) return Status::Unavailable("PostgreSQL: out of memory in libpq");
+  if (PQstatus(conn.get()) != CONNECTION_OK) {
+    return ClassifyConnectError(PQerrorMessage(conn.get()));
+  }
+  return conn;
+}
+
+Result<Rows> Query(PGconn* conn, const std::string& sql, std::string* sqlstate) {
+  PgResultPtr res(PQexec(conn, sql.c_str()));
+  ExecStatusType st = res ? PQresultStatus(res.get()) : PGRES_FATAL_ERROR;
+  if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
+    Rows rows;
+    int n = PQntuples(res.get()), f = PQnfields(res.get());
+    rows.reserve(n);
+    for (int i = 0; i < n; ++i) {
+      Row row;
+      row.reserve(f);
+      for (int j = 0; j < f; ++j) {
+        if (PQgetisnull(res.get(), i, j)) row.emplace_back(std::nullopt);
+        else row.emplace_back(std::string(PQgetvalue(res.get(), i, j),
+                                          PQgetlength(res.get(), i, j)));
+      }
+      rows.push_back(std::move(row));
+    }
+    return rows;
+  }
+  const char* state = res ? PQresultErrorField(res.get(), PG_DIAG_SQLSTATE) : nullptr;
+  if (sqlstate != nullptr) *sqlstate = state ? state : "";
+  std::string msg = FirstLine(res ? PQresultErrorMessage(res.get()) : PQerrorMessage(conn));
+  if (msg.empty()) msg = FirstLine(PQerrorMessage(conn));
+  if (PQstatus(conn) != CONNECTION_OK || state == nullptr) {
+    return Status::Unavailable("PostgreSQL connection lost: " + msg);
+  }
+  return Status::FailedPrecondition(msg);
+}
+
+Status Exec(PGconn* conn, const std::string& sql, std::string* sqlstate) {
+  Result<Rows> r = Query(conn, sql, sqlstate);
+  return r.ok() ? Status::Ok() : r.status();
+}
+
+std::string QuoteLiteral(PGconn* conn, std::string_view s) {
+  char* q = PQescapeLiteral(conn, s.data(), s.size());
+  if (q == nullptr) return "''";
+  std::string out(q);
+  PQfreemem(q);
+  return out;
+}
+
+std::string QuoteIdent(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  out += '"';
+  return out;
+}
+
+}  // namespace walbus::pgwire
