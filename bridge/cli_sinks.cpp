@@ -4,7 +4,9 @@
 
 namespace walbus::cli {
 
-Result<std::vector<std::unique_ptr<Sink>>> MakeSinks(const conf::Config& config) {
+Result<std::vector<std::unique_ptr<Sink>>> MakeSinks(const conf::Config& config,
+                                                     const std::string& db) {
+  (void)db;
   std::vector<std::unique_ptr<Sink>> sinks;
   for (const conf::SinkConfig& s : config.sinks) {
     if (s.type == "stdout") {

@@ -53,30 +53,41 @@ inline void AppendEscapedAscii(std::string* out, unsigned char c) {
   }
 }
 
-// Handles the non-ASCII byte at *p: copies a valid sequence or writes U+FFFD
-// for the maximal invalid subpart. Advances *p past what it consumed.
-inline void AppendUtf8At(std::string* out, const char** p, const char* end) {
-  size_t bad = 0;
-  size_t n = CheckUtf8Sequence(*p, end, &bad);
-  if (n != 0) {
-    out->append(*p, n);
-    *p += n;
-  } else {
-    out->append(kUtf8Replacement);
-    *p += bad;
+// Skips the bytes at p that go out unchanged: printable ASCII other than
+// '"' and '\\', and valid multi-byte UTF-8. Returns the first byte that needs
+// attention, or end.
+inline const char* SkipVerbatim(const char* p, const char* end) {
+  while (p < end) {
+    while (end - p >= 8 && EightSafe(p)) p += 8;
+    while (p < end && kClass.v[static_cast<unsigned char>(*p)] == 0) ++p;
+    if (p == end || static_cast<unsigned char>(*p) < 0x80) break;
+    size_t bad;
+    size_t n = CheckUtf8Sequence(p, end, &bad);
+    if (n == 0) break;
+    p += n;
   }
+  return p;
+}
+
+// Appends '"' + s + '"' with one size change of *out.
+inline void AppendQuotedRaw(std::string* out, const char* s, size_t n) {
+  size_t old = out->size();
+  out->append(n + 2, '"');
+  if (n != 0) std::memcpy(&(*out)[old + 1], s, n);
 }
 
 template <bool kUnescapePg>
 void AppendEscaped(std::string* out, std::string_view s) {
   const char* p = s.data();
   const char* const end = p + s.size();
+  p = SkipVerbatim(p, end);
+  if (p == end) {  // the common case: nothing to escape
+    AppendQuotedRaw(out, s.data(), s.size());
+    return;
+  }
   out->push_back('"');
-  const char* run = p;  // start of the bytes not yet appended
+  const char* run = s.data();  // start of the bytes not yet appended
   while (p < end) {
-    while (end - p >= 8 && EightSafe(p)) p += 8;
-    while (p < end && kClass.v[static_cast<unsigned char>(*p)] == 0) ++p;
-    if (p == end) break;
     out->append(run, static_cast<size_t>(p - run));
     auto c = static_cast<unsigned char>(*p);
     if constexpr (kUnescapePg) {
@@ -84,19 +95,29 @@ void AppendEscaped(std::string* out, std::string_view s) {
         ++p;  // the backslash goes; the next byte is literal
         c = static_cast<unsigned char>(*p);
         if (kClass.v[c] == 0) {
-          out->push_back(static_cast<char>(c));
-          run = ++p;
+          run = p++;  // starts the next run
+          p = SkipVerbatim(p, end);
           continue;
         }
       }
     }
     if (c >= 0x80) {
-      AppendUtf8At(out, &p, end);
+      // Invalid (where SkipVerbatim stopped) or just after a backslash.
+      size_t bad = 1;
+      size_t n = CheckUtf8Sequence(p, end, &bad);
+      if (n != 0) {
+        out->append(p, n);
+        p += n;
+      } else {
+        out->append(kUtf8Replacement);
+        p += bad;
+      }
     } else {
       AppendEscapedAscii(out, c);
       ++p;
     }
     run = p;
+    p = SkipVerbatim(p, end);
   }
   out->append(run, static_cast<size_t>(p - run));
   out->push_back('"');
@@ -108,43 +129,44 @@ bool AppendJsonText(std::string* out, std::string_view json) {
   const char* p = json.data();
   const char* const end = p + json.size();
   bool in_string = false;
-  const char* run = p;
-  while (p < end) {
-    while (end - p >= 8 && EightSafe(p)) p += 8;
-    while (p < end && kClass.v[static_cast<unsigned char>(*p)] == 0) ++p;
+  const char* run = p;  // quotes and escapes go out unchanged: only control
+                        // characters and bad UTF-8 end a run
+  while (true) {
+    p = SkipVerbatim(p, end);
     if (p == end) break;
-    out->append(run, static_cast<size_t>(p - run));
     auto c = static_cast<unsigned char>(*p);
     if (c == '"') {
-      out->push_back('"');
       in_string = !in_string;
       ++p;
     } else if (c == '\\') {
-      if (!in_string) return false;
-      out->push_back('\\');
-      ++p;
-      // The escaped byte must not end the string; JSON allows only these.
-      if (p == end) return false;
-      switch (*p) {
+      // Only inside a string, and only JSON's escapes; the escaped byte must
+      // not end the string.
+      if (!in_string || end - p < 2) return false;
+      switch (p[1]) {
         case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't': case 'u':
-          out->push_back(*p);
-          ++p;
+          p += 2;
           break;
         default:
           return false;
       }
     } else if (c >= 0x80) {
-      AppendUtf8At(out, &p, end);
+      out->append(run, static_cast<size_t>(p - run));
+      out->append(kUtf8Replacement);
+      size_t bad = 1;
+      (void)CheckUtf8Sequence(p, end, &bad);
+      p += bad;
+      run = p;
     } else if (in_string) {
+      out->append(run, static_cast<size_t>(p - run));
       AppendEscapedAscii(out, c);
-      ++p;
+      run = ++p;
     } else if (c == '\t' || c == '\n' || c == '\r') {
+      out->append(run, static_cast<size_t>(p - run));
       out->push_back(' ');
-      ++p;
+      run = ++p;
     } else {
       return false;
     }
-    run = p;
   }
   out->append(run, static_cast<size_t>(p - run));
   return !in_string;

@@ -76,8 +76,6 @@ Result<conf::Config> Load(const Args& a) {
 // --- run ---------------------------------------------------------------
 
 int Run(const conf::Config& config) {
-  Result<std::vector<std::unique_ptr<Sink>>> sinks = MakeSinks(config);
-  if (!sinks.ok()) return Fatal(sinks.status());
   bridge::Wakeup wakeup;
   g_wakeup = &wakeup;
   struct sigaction sa;
@@ -92,7 +90,9 @@ int Run(const conf::Config& config) {
                                 {"dsn", conf::RedactDsn(config.source.dsn)},
                                 {"slot", config.source.slot},
                                 {"sinks", std::to_string(config.sinks.size())}});
-  bridge::Pipeline pipeline(config, std::move(sinks).value());
+  bridge::Pipeline pipeline(config, [&config](const std::string& db) {
+    return MakeSinks(config, db);
+  });
   Status st = pipeline.Run(&g_stop, &wakeup);
   g_wakeup = nullptr;
   if (!st.ok()) return Fatal(st);
@@ -213,7 +213,8 @@ int Check(const conf::Config& config) {
       }
     }
   }
-  Result<std::vector<std::unique_ptr<Sink>>> sinks = MakeSinks(config);
+  std::string db = conn.ok() ? PQdb(conn->get()) : "";
+  Result<std::vector<std::unique_ptr<Sink>>> sinks = MakeSinks(config, db);
   if (!sinks.ok()) {
     c.Line(false, "sinks", sinks.status().message());
   } else {

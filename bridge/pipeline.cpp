@@ -28,10 +28,9 @@ bool IsRetryable(const Status& s) { return s.code() == Code::kUnavailable; }
 
 }  // namespace
 
-Pipeline::Pipeline(conf::Config config, std::vector<std::unique_ptr<Sink>> sinks)
-    : config_(std::move(config)) {
-  std::vector<AckWindow*> windows;
-  for (size_t i = 0; i < sinks.size(); ++i) {
+Pipeline::Pipeline(conf::Config config, SinkFactory make_sinks)
+    : config_(std::move(config)), make_sinks_(std::move(make_sinks)) {
+  for (size_t i = 0; i < config_.sinks.size(); ++i) {
     SinkSlot s;
     s.config = &config_.sinks[i];
     s.rules = RulesForSinkType(s.config->type);
@@ -43,8 +42,6 @@ Pipeline::Pipeline(conf::Config config, std::vector<std::unique_ptr<Sink>> sinks
       Result<TopicTemplate> st = TopicTemplate::Parse(s.config->state_topic, s.rules, true);
       if (st.ok()) s.state_topic = std::move(st).value();
     }
-    s.sink = std::move(sinks[i]);
-    s.window = std::make_unique<AckWindow>(s.config->max_in_flight, nullptr);
     sinks_.push_back(std::move(s));
   }
   stats_.events = std::make_unique<std::atomic<uint64_t>[]>(sinks_.size() * kOpCount);
@@ -52,7 +49,9 @@ Pipeline::Pipeline(conf::Config config, std::vector<std::unique_ptr<Sink>> sinks
 }
 
 Pipeline::~Pipeline() {
-  for (SinkSlot& s : sinks_) s.sink->Close();
+  for (SinkSlot& s : sinks_) {
+    if (s.sink) s.sink->Close();
+  }
 }
 
 bool Pipeline::SleepInterruptible(int ms) {
@@ -160,6 +159,7 @@ Status Pipeline::Prepare() {
     if (st.ok()) log::Info("created publication", {{"publication", pub}});
   }
 
+  if (db_.empty()) db_ = PQdb(c);
   types_ = std::make_unique<pgwire::TypeResolver>(
       pgwire::CatalogTypeFetcher(config_.source.dsn));
   return Status::Ok();
@@ -173,8 +173,7 @@ Status Pipeline::StartStream() {
   session_ = std::move(rs).value();
   Result<pgwire::SystemInfo> sys = session_->IdentifySystem();
   if (!sys.ok()) return sys.status();
-  if (db_.empty()) {
-    db_ = sys->dbname;
+  if (!builder_) {
     ValueOptions vo;
     vo.numeric_as_number = config_.envelope.numeric_as_number;
     vo.bytea_hex = config_.envelope.bytea_hex;
@@ -557,12 +556,20 @@ Status Pipeline::Run(const std::atomic<bool>* stop, Wakeup* wakeup) {
         "source.snapshot = \"" + config_.source.snapshot +
         "\" is not available in this version; use \"never\"");
   }
-  WALBUS_RETURN_IF_ERROR(OpenSinks(false));
 
   int backoff = 0;
   int64_t last_standby_log = -1;
   while (!stop_->load()) {
     Status st = prepared_ ? Status::Ok() : Prepare();
+    if (st.ok() && !sinks_.empty() && !sinks_[0].sink) {
+      // First time the database name is known: build and open the sinks.
+      Result<std::vector<std::unique_ptr<Sink>>> made = make_sinks_(db_);
+      if (!made.ok()) return made.status();
+      for (size_t i = 0; i < sinks_.size(); ++i) sinks_[i].sink = std::move((*made)[i]);
+      st = OpenSinks(false);
+      if (!st.ok()) return st;
+      if (stop_->load()) break;
+    }
     if (st.ok()) {
       prepared_ = true;
       st = StartStream();

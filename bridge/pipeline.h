@@ -14,6 +14,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -47,9 +48,14 @@ struct PipelineStats {
   std::unique_ptr<std::atomic<uint64_t>[]> sink_errors;
 };
 
+// Builds the sinks once the database name is known (JetStream stream subjects
+// and topics derive from {db}).
+using SinkFactory =
+    std::function<Result<std::vector<std::unique_ptr<Sink>>>(const std::string& db)>;
+
 class Pipeline {
  public:
-  Pipeline(conf::Config config, std::vector<std::unique_ptr<Sink>> sinks);
+  Pipeline(conf::Config config, SinkFactory make_sinks);
   ~Pipeline();
 
   // Streams until *stop becomes true (then drains for up to 10 s and returns
@@ -59,7 +65,7 @@ class Pipeline {
 
   PipelineStats& stats() { return stats_; }
   size_t sink_count() const { return sinks_.size(); }
-  std::string_view sink_name(size_t i) const { return sinks_[i].sink->name(); }
+  std::string_view sink_name(size_t i) const { return sinks_[i].config->name; }
   uint64_t in_flight(size_t i) const { return sinks_[i].window->in_flight(); }
 
  private:
@@ -93,6 +99,7 @@ class Pipeline {
   void PrepareTable(TableInfo* t);
 
   conf::Config config_;
+  SinkFactory make_sinks_;
   std::vector<SinkSlot> sinks_;
   std::unique_ptr<AckTracker> tracker_;
   std::unique_ptr<pgwire::TypeResolver> types_;

@@ -24,50 +24,52 @@ Status Malformed(ValueKind kind, std::string_view text, const char* why) {
 }
 
 // For text already checked to need no JSON escaping (numbers, NaN, hex).
+// One size change of *out rather than three appends.
 inline void AppendQuoted(std::string* out, std::string_view s) {
-  out->push_back('"');
-  out->append(s);
-  out->push_back('"');
+  size_t old = out->size();
+  out->append(s.size() + 2, '"');
+  if (!s.empty()) std::memcpy(&(*out)[old + 1], s.data(), s.size());
 }
 
-inline bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+inline bool IsDigit(char c) { return static_cast<unsigned char>(c - '0') <= 9; }
 
-// -?(0|[1-9][0-9]*) at s[*i], advancing *i. JSON's int production.
-inline bool ScanJsonInt(std::string_view s, size_t* i) {
-  size_t p = *i;
-  if (p < s.size() && s[p] == '-') ++p;
-  if (p >= s.size() || !IsDigit(s[p])) return false;
-  if (s[p] == '0') {
-    ++p;
-  } else {
-    while (p < s.size() && IsDigit(s[p])) ++p;
-  }
-  *i = p;
-  return true;
+// Advances p over digits.
+inline const char* SkipDigits(const char* p, const char* end) {
+  while (p != end && IsDigit(*p)) ++p;
+  return p;
+}
+
+// JSON's int production, -?(0|[1-9][0-9]*), at p; nullptr when absent.
+inline const char* ScanJsonInt(const char* p, const char* end) {
+  if (p != end && *p == '-') ++p;
+  if (p == end || !IsDigit(*p)) return nullptr;
+  if (*p == '0') return p + 1;
+  return SkipDigits(p, end);
 }
 
 bool IsJsonInteger(std::string_view s) {
-  size_t i = 0;
-  return ScanJsonInt(s, &i) && i == s.size();
+  const char* end = s.data() + s.size();
+  return ScanJsonInt(s.data(), end) == end;
 }
 
 // JSON's number production: int frac? exp?
 bool IsJsonNumber(std::string_view s) {
-  size_t i = 0;
-  if (!ScanJsonInt(s, &i)) return false;
-  if (i < s.size() && s[i] == '.') {
-    size_t start = ++i;
-    while (i < s.size() && IsDigit(s[i])) ++i;
-    if (i == start) return false;
+  const char* end = s.data() + s.size();
+  const char* p = ScanJsonInt(s.data(), end);
+  if (p == nullptr) return false;
+  if (p != end && *p == '.') {
+    const char* digits = ++p;
+    p = SkipDigits(p, end);
+    if (p == digits) return false;
   }
-  if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
-    ++i;
-    if (i < s.size() && (s[i] == '+' || s[i] == '-')) ++i;
-    size_t start = i;
-    while (i < s.size() && IsDigit(s[i])) ++i;
-    if (i == start) return false;
+  if (p != end && (*p == 'e' || *p == 'E')) {
+    ++p;
+    if (p != end && (*p == '+' || *p == '-')) ++p;
+    const char* digits = p;
+    p = SkipDigits(p, end);
+    if (p == digits) return false;
   }
-  return i == s.size();
+  return p == end;
 }
 
 // The special values float8out / numeric_out print as words.
@@ -129,8 +131,7 @@ class ByteEncoder {
 // byteaout: "\x" + hex digits (bytea_output = hex, the default) or the escape
 // format (printable bytes as they are, "\\" for a backslash, "\ooo" octal for
 // the rest). "\x" cannot start escape output: a backslash byte prints as "\\".
-Status AppendBytea(std::string* out, std::string_view text, bool as_hex) {
-  const size_t mark = out->size();
+Status AppendByteaUnchecked(std::string* out, size_t mark, std::string_view text, bool as_hex) {
   out->push_back('"');
   if (text.size() >= 2 && text[0] == '\\' && text[1] == 'x') {
     std::string_view digits = text.substr(2);
@@ -187,6 +188,15 @@ Status AppendBytea(std::string* out, std::string_view text, bool as_hex) {
   return Status::Ok();
 }
 
+// On error *out is left as it was.
+Status AppendBytea(std::string* out, std::string_view text, bool as_hex) {
+  const size_t mark = out->size();
+  Status s = AppendByteaUnchecked(out, mark, text, as_hex);
+  if (!s.ok()) out->resize(mark);
+  return s;
+}
+
+// Leaves *out as it was on error.
 Status AppendScalar(std::string* out, ValueKind kind, std::string_view text,
                     const ValueOptions& opt) {
   switch (kind) {
@@ -300,17 +310,11 @@ class ArrayWriter final : public pgwire::ArrayVisitor {
 
 Status AppendValue(std::string* out, const pgwire::TypeInfo& type, std::string_view text,
                    const ValueOptions& opt) {
+  if (type.kind != ValueKind::kArray) return AppendScalar(out, type.kind, text, opt);
+  if (type.element == ValueKind::kArray) return Status::Internal("array type with array elements");
   const size_t mark = out->size();
-  Status s;
-  if (type.kind == ValueKind::kArray) {
-    if (type.element == ValueKind::kArray) {
-      return Status::Internal("array type with array elements");
-    }
-    ArrayWriter writer(out, type.element, opt);
-    s = pgwire::ParseArrayLiteral(text, type.delimiter, writer);
-  } else {
-    s = AppendScalar(out, type.kind, text, opt);
-  }
+  ArrayWriter writer(out, type.element, opt);
+  Status s = pgwire::ParseArrayLiteral(text, type.delimiter, writer);
   if (!s.ok()) out->resize(mark);
   return s;
 }
