@@ -93,7 +93,7 @@ class MessageReader {
   // and logicalrep_write_message write them.
   Status CountedBytes(const Field& field, std::string_view* out) {
     size_t at = offset();
-    int32_t len;
+    int32_t len = 0;
     if (!reader_.ReadI32(&len)) {
       return Error(at, field.Describe() + " length needs 4 bytes, only " +
                            std::to_string(remaining()) + " left");
@@ -137,7 +137,7 @@ constexpr TupleNames kNewTuple{"new tuple column count", "new tuple column"};
 // ('n' NULL, 'u' unchanged TOAST, 't' int32 length + text, 'b' binary).
 Status ReadTuple(MessageReader* r, const TupleNames& names, std::vector<Column>* columns) {
   size_t at = r->offset();
-  uint16_t count;
+  uint16_t count = 0;
   WALBUS_RETURN_IF_ERROR(r->U16(names.count, &count));
   if (count > kMaxTupleAttributeNumber) {
     return r->Error(at, std::string(names.count) + " " + std::to_string(count) +
@@ -153,7 +153,7 @@ Status ReadTuple(MessageReader* r, const TupleNames& names, std::vector<Column>*
   columns->reserve(count);
   for (uint32_t i = 1; i <= count; ++i) {
     size_t kind_at = r->offset();
-    uint8_t kind;
+    uint8_t kind = 0;
     WALBUS_RETURN_IF_ERROR(r->U8(Field(names.column, i, "kind"), &kind));
     switch (kind) {
       case 'n':
@@ -181,7 +181,7 @@ Status ReadTuple(MessageReader* r, const TupleNames& names, std::vector<Column>*
 
 // logicalrep_write_begin
 Status DecodeBegin(MessageReader* r, Message* out) {
-  Begin m;
+  Begin m{};
   size_t at = r->offset();
   WALBUS_RETURN_IF_ERROR(r->U64("final_lsn", &m.final_lsn));
   if (m.final_lsn == kInvalidLsn) return r->Error(at, "final_lsn is not set");
@@ -194,7 +194,7 @@ Status DecodeBegin(MessageReader* r, Message* out) {
 
 // logicalrep_write_commit
 Status DecodeCommit(MessageReader* r, Message* out) {
-  Commit m;
+  Commit m{};
   size_t at = r->offset();
   WALBUS_RETURN_IF_ERROR(r->U8("flags", &m.flags));
   if (m.flags != 0) {
@@ -210,7 +210,7 @@ Status DecodeCommit(MessageReader* r, Message* out) {
 
 // logicalrep_write_origin
 Status DecodeOrigin(MessageReader* r, Message* out) {
-  Origin m;
+  Origin m{};
   WALBUS_RETURN_IF_ERROR(r->U64("origin lsn", &m.commit_lsn));
   WALBUS_RETURN_IF_ERROR(r->CString("origin name", &m.name));
   WALBUS_RETURN_IF_ERROR(r->Finish());
@@ -220,19 +220,19 @@ Status DecodeOrigin(MessageReader* r, Message* out) {
 
 // logicalrep_write_rel (+ logicalrep_write_namespace, logicalrep_write_attrs)
 Status DecodeRelation(MessageReader* r, std::vector<RelationColumn>* columns, Message* out) {
-  Relation m;
+  Relation m{};
   WALBUS_RETURN_IF_ERROR(r->U32("relation oid", &m.oid));
   WALBUS_RETURN_IF_ERROR(r->CString("namespace", &m.nspname));
   WALBUS_RETURN_IF_ERROR(r->CString("relation name", &m.relname));
   size_t at = r->offset();
-  uint8_t identity;
+  uint8_t identity = 0;
   WALBUS_RETURN_IF_ERROR(r->U8("replica identity", &identity));
   if (identity != 'd' && identity != 'n' && identity != 'f' && identity != 'i') {
     return r->Error(at, "unknown replica identity " + DescribeByte(identity));
   }
   m.replica_identity = static_cast<char>(identity);
   at = r->offset();
-  uint16_t count;
+  uint16_t count = 0;
   WALBUS_RETURN_IF_ERROR(r->U16("column count", &count));
   if (count > kMaxTupleAttributeNumber) {
     return r->Error(at, "column count " + std::to_string(count) +
@@ -247,9 +247,9 @@ Status DecodeRelation(MessageReader* r, std::vector<RelationColumn>* columns, Me
   columns->clear();
   columns->reserve(count);
   for (uint32_t i = 1; i <= count; ++i) {
-    RelationColumn c;
+    RelationColumn c{};
     at = r->offset();
-    uint8_t flags;
+    uint8_t flags = 0;
     WALBUS_RETURN_IF_ERROR(r->U8(Field("column", i, "flags"), &flags));
     // LOGICALREP_IS_REPLICA_IDENTITY is the only flag protocol 1 defines.
     if ((flags & ~uint8_t{1}) != 0) {
@@ -270,7 +270,7 @@ Status DecodeRelation(MessageReader* r, std::vector<RelationColumn>* columns, Me
 
 // logicalrep_write_typ
 Status DecodeType(MessageReader* r, Message* out) {
-  Type m;
+  Type m{};
   WALBUS_RETURN_IF_ERROR(r->U32("type oid", &m.oid));
   WALBUS_RETURN_IF_ERROR(r->CString("namespace", &m.nspname));
   WALBUS_RETURN_IF_ERROR(r->CString("type name", &m.typname));
@@ -281,10 +281,10 @@ Status DecodeType(MessageReader* r, Message* out) {
 
 // logicalrep_write_insert
 Status DecodeInsert(MessageReader* r, std::vector<Column>* new_columns, Message* out) {
-  Insert m;
+  Insert m{};
   WALBUS_RETURN_IF_ERROR(r->U32("relation oid", &m.relation));
   size_t at = r->offset();
-  uint8_t marker;
+  uint8_t marker = 0;
   WALBUS_RETURN_IF_ERROR(r->U8("tuple marker", &marker));
   if (marker != 'N') {
     return r->Error(at, "expected new tuple 'N', got " + DescribeByte(marker));
@@ -299,11 +299,10 @@ Status DecodeInsert(MessageReader* r, std::vector<Column>* new_columns, Message*
 // logicalrep_write_update
 Status DecodeUpdate(MessageReader* r, std::vector<Column>* old_columns,
                     std::vector<Column>* new_columns, Message* out) {
-  Update m;
-  m.old_kind = 0;
+  Update m{};  // old_kind 0: no old tuple
   WALBUS_RETURN_IF_ERROR(r->U32("relation oid", &m.relation));
   size_t at = r->offset();
-  uint8_t marker;
+  uint8_t marker = 0;
   WALBUS_RETURN_IF_ERROR(r->U8("tuple marker", &marker));
   if (marker == 'K' || marker == 'O') {
     m.old_kind = static_cast<char>(marker);
@@ -327,10 +326,10 @@ Status DecodeUpdate(MessageReader* r, std::vector<Column>* old_columns,
 
 // logicalrep_write_delete
 Status DecodeDelete(MessageReader* r, std::vector<Column>* old_columns, Message* out) {
-  Delete m;
+  Delete m{};
   WALBUS_RETURN_IF_ERROR(r->U32("relation oid", &m.relation));
   size_t at = r->offset();
-  uint8_t marker;
+  uint8_t marker = 0;
   WALBUS_RETURN_IF_ERROR(r->U8("tuple marker", &marker));
   if (marker != 'K' && marker != 'O') {
     return r->Error(at, "expected old tuple 'K' or 'O', got " + DescribeByte(marker));
@@ -345,9 +344,9 @@ Status DecodeDelete(MessageReader* r, std::vector<Column>* old_columns, Message*
 
 // logicalrep_write_truncate
 Status DecodeTruncate(MessageReader* r, std::vector<uint32_t>* relations, Message* out) {
-  Truncate m;
+  Truncate m{};
   size_t count_at = r->offset();
-  uint32_t count;  // an int on the wire: a "negative" count fails the size check
+  uint32_t count = 0;  // an int on the wire: a "negative" count fails the size check
   WALBUS_RETURN_IF_ERROR(r->U32("relation count", &count));
   size_t at = r->offset();
   WALBUS_RETURN_IF_ERROR(r->U8("options", &m.options));
@@ -362,7 +361,7 @@ Status DecodeTruncate(MessageReader* r, std::vector<uint32_t>* relations, Messag
   relations->clear();
   relations->reserve(count);
   for (uint32_t i = 1; i <= count; ++i) {
-    uint32_t oid;
+    uint32_t oid = 0;
     WALBUS_RETURN_IF_ERROR(r->U32(Field("relation", i, "oid"), &oid));
     relations->push_back(oid);
   }
@@ -374,9 +373,9 @@ Status DecodeTruncate(MessageReader* r, std::vector<uint32_t>* relations, Messag
 
 // logicalrep_write_message
 Status DecodeMessage(MessageReader* r, Message* out) {
-  LogicalMessage m;
+  LogicalMessage m{};
   size_t at = r->offset();
-  uint8_t flags;
+  uint8_t flags = 0;
   WALBUS_RETURN_IF_ERROR(r->U8("flags", &flags));
   // MESSAGE_TRANSACTIONAL is the only flag.
   if ((flags & ~uint8_t{1}) != 0) {
@@ -420,7 +419,7 @@ std::string_view MessageName(const Message& m) {
 
 Status Decoder::Decode(std::string_view bytes, Message* out) {
   MessageReader r(bytes, "message");
-  uint8_t type;
+  uint8_t type = 0;
   WALBUS_RETURN_IF_ERROR(r.U8("message type", &type));
   switch (type) {
     case 'B': r.set_message("Begin"); return DecodeBegin(&r, out);
