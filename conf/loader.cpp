@@ -96,7 +96,7 @@ std::string TypesPhrase(unsigned mask) {
   for (size_t i = 0; i < std::size(kSinkTypes); ++i) {
     if (mask & (1u << i)) names.push_back(kSinkTypes[i]);
   }
-  std::string out = "a ";
+  std::string out = names.front() == "mqtt" ? "an " : "a ";
   for (size_t i = 0; i < names.size(); ++i) {
     if (i > 0) out += (i + 1 == names.size()) ? " or " : ", ";
     out += names[i];
@@ -107,27 +107,35 @@ std::string TypesPhrase(unsigned mask) {
 // ---------------------------------------------------------------------------
 // Text helpers.
 
+// Optimal-string-alignment distance: insertions, deletions, substitutions and
+// swaps of two neighbours each cost 1 ("tabel" is 1 away from "table").
 size_t EditDistance(std::string_view a, std::string_view b) {
-  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  std::vector<size_t> prev2(b.size() + 1), prev(b.size() + 1), cur(b.size() + 1);
   for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
   for (size_t i = 1; i <= a.size(); ++i) {
     cur[0] = i;
     for (size_t j = 1; j <= b.size(); ++j) {
       size_t subst = prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
       cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, subst});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) {
+        cur[j] = std::min(cur[j], prev2[j - 2] + 1);  // a transposition counts once
+      }
     }
+    prev2 = prev;
     std::swap(prev, cur);
   }
   return prev[b.size()];
 }
 
-// The closest candidate within edit distance 2, if any.
+// The closest candidate within edit distance 2, if any; short words need a
+// closer match ("row" does not suggest "op").
 std::optional<std::string_view> Closest(std::string_view got,
                                         std::span<const std::string_view> candidates) {
   std::optional<std::string_view> best;
   size_t best_distance = 3;
   for (std::string_view c : candidates) {
     size_t d = EditDistance(got, c);
+    if (d * 2 > std::max(got.size(), c.size())) continue;
     if (d < best_distance) {
       best = c;
       best_distance = d;
@@ -300,7 +308,7 @@ std::string CheckUrl(std::string_view url, std::span<const std::string_view> sch
   }
   size_t sep = url.find("://");
   if (sep == std::string_view::npos) {
-    return "must start with " + allowed + ", e.g. \"" + std::string(example) + "\"";
+    return "it must start with " + allowed + ", e.g. \"" + std::string(example) + "\"";
   }
   std::string_view scheme = url.substr(0, sep);
   if (std::find(schemes.begin(), schemes.end(), scheme) == schemes.end()) {
@@ -309,27 +317,85 @@ std::string CheckUrl(std::string_view url, std::span<const std::string_view> sch
     });
     return (plain && !scheme.empty() ? "scheme " + Quoted(scheme) + " is not supported; "
                                      : std::string()) +
-           "must start with " + allowed;
+           "it must start with " + allowed;
   }
+  // The user-info ends at the last '@' (as in RedactUrl), so a password
+  // with an unencoded '/' does not look like a path.
   std::string_view rest = url.substr(sep + 3);
-  size_t path = rest.find_first_of("/?#", rest.rfind('@') == std::string_view::npos
-                                              ? 0
-                                              : rest.rfind('@'));
-  std::string_view authority = rest.substr(0, path);
-  std::string_view tail = path == std::string_view::npos ? std::string_view() : rest.substr(path);
-  size_t at = authority.rfind('@');
-  std::string_view hostport = at == std::string_view::npos ? authority : authority.substr(at + 1);
+  size_t at = rest.rfind('@');
+  std::string_view after_userinfo = at == std::string_view::npos ? rest : rest.substr(at + 1);
+  size_t path = after_userinfo.find_first_of("/?#");
+  std::string_view hostport = after_userinfo.substr(0, path);
+  std::string_view tail =
+      path == std::string_view::npos ? std::string_view() : after_userinfo.substr(path);
   std::string problem = CheckHostPort(hostport, false);
   if (!problem.empty()) return problem;
-  if (!allow_path && !tail.empty() && tail != "/") return "must not have a path or query";
+  if (!allow_path && !tail.empty() && tail != "/") return "it must not have a path or query";
   return "";
 }
 
-// One placeholder-aware pass over a topic template.
+// A NATS server URL or a comma-separated list of them (a cluster).
+std::string CheckNatsUrls(std::string_view urls) {
+  static constexpr std::string_view kSchemes[] = {"nats", "tls"};
+  const bool list = urls.find(',') != std::string_view::npos;
+  size_t index = 0;
+  while (true) {
+    size_t comma = urls.find(',');
+    std::string_view one = Trim(urls.substr(0, comma));
+    ++index;
+    if (one.empty()) return "the comma-separated list has an empty entry";
+    std::string problem = CheckUrl(one, kSchemes, false, "nats://127.0.0.1:4222");
+    if (!problem.empty()) {
+      return list ? "entry #" + std::to_string(index) + " of the list: " + problem : problem;
+    }
+    if (comma == std::string_view::npos) return "";
+    urls.remove_prefix(comma + 1);
+  }
+}
+
+// What CheckUrl leaves to Redis: after "redis://", the user-info is
+// "user:password" or ":password" (AUTH needs a password; %XX escapes must be
+// whole) and the path is empty or a database number.
+std::string CheckRedisUrlParts(std::string_view rest) {
+  size_t at = rest.rfind('@');
+  if (at != std::string_view::npos) {
+    std::string_view userinfo = rest.substr(0, at);
+    size_t colon = userinfo.find(':');
+    if (colon == std::string_view::npos || colon + 1 == userinfo.size()) {
+      return "the part before '@' must be user:password or :password "
+             "(Redis AUTH needs a password)";
+    }
+    for (size_t i = 0; i < userinfo.size(); ++i) {
+      if (userinfo[i] != '%') continue;
+      if (i + 2 >= userinfo.size() || !std::isxdigit(static_cast<unsigned char>(userinfo[i + 1])) ||
+          !std::isxdigit(static_cast<unsigned char>(userinfo[i + 2]))) {
+        return "the user or password has a '%' that is not followed by two hex digits "
+               "(write %25 for a literal '%')";
+      }
+    }
+  }
+  std::string_view after = at == std::string_view::npos ? rest : rest.substr(at + 1);
+  size_t slash = after.find_first_of("/?#");
+  if (slash != std::string_view::npos) {
+    std::string_view db = after.substr(slash + 1);
+    uint64_t n = 0;
+    if (after[slash] != '/' ||
+        (!db.empty() && !ParseUint(db, std::numeric_limits<int32_t>::max(), &n))) {
+      return "the database after '/' must be a number, e.g. redis://host:6379/0";
+    }
+  }
+  return "";
+}
+
+// Which broker's topic rules the literal text of a template must follow.
 enum class TopicSyntax { kFree, kNats, kMqtt };
 
 // ---------------------------------------------------------------------------
 
+// Turns one parsed toml::table into a Config. Single use, one thread. Every
+// Get*/Load* returns the first problem as InvalidArgument "FILE:LINE:COL: ..."
+// at the key or value it is about; keys are visited in document order so the
+// first error reported is the first one in the file (per table).
 class Loader {
  public:
   Loader(std::string path, const GetEnv& getenv) : path_(std::move(path)), getenv_(getenv) {}
@@ -442,7 +508,7 @@ Status Loader::Unknown(const toml::key& key, std::string_view where,
   }
   std::string list;
   for (std::string_view k : known) list += (list.empty() ? "" : ", ") + std::string(k);
-  return FailAt(key, m + " (known keys: " + list + ")");
+  return FailAt(key, m + "; known keys: " + list);
 }
 
 Status Loader::Expand(const toml::node& n, std::string_view raw, const std::string& what,
@@ -526,8 +592,10 @@ Status Loader::GetInt(const toml::node& n, const std::string& what, int64_t lo, 
   }
   int64_t value = v->get();
   if (value < lo || value > hi) {
-    return FailAt(n, what + " must be from " + std::to_string(lo) + " to " + std::to_string(hi) +
-                         ", got " + std::to_string(value));
+    std::string range = hi == std::numeric_limits<int64_t>::max()
+                            ? "at least " + std::to_string(lo)
+                            : "from " + std::to_string(lo) + " to " + std::to_string(hi);
+    return FailAt(n, what + " must be " + range + ", got " + std::to_string(value));
   }
   *out = value;
   return Status::Ok();
@@ -544,7 +612,9 @@ Status Loader::GetEnum(const toml::node& n, const std::string& what,
   std::string list;
   for (size_t i = 0; i < allowed.size(); ++i) {
     if (i > 0) list += (i + 1 == allowed.size()) ? " or " : ", ";
-    list += "\"" + std::string(allowed[i]) + "\"";
+    list += '"';
+    list += allowed[i];
+    list += '"';
   }
   std::string m = what + " must be " + list + ", got " + Quoted(value);
   if (auto close = Closest(value, allowed)) m += "; did you mean \"" + std::string(*close) + "\"?";
@@ -840,7 +910,7 @@ Status Loader::LoadSink(const toml::table& t, size_t number, SinkConfig* s) {
                               "template, default \"{db}.{schema}.{table}\") in " + label);
       }
       std::string m = "key " + Quoted(k) + " is only valid for " + TypesPhrase(known->types) +
-                      "; " + label + " is a " + s->type + " sink";
+                      "; " + label + " is " + (type == kMqtt ? "an " : "a ") + s->type + " sink";
       if (type == kRedis && (k == "user" || k == "password")) {
         m += " (put them in the url: redis://user:password@host:6379)";
       }
@@ -879,44 +949,16 @@ Status Loader::LoadSink(const toml::table& t, size_t number, SinkConfig* s) {
       WALBUS_RETURN_IF_ERROR(GetNonEmptyString(v, what, &s->url));
       std::string problem;
       if (type & kNatsLike) {
-        static constexpr std::string_view kSchemes[] = {"nats", "tls"};
-        std::string_view rest = s->url;
-        size_t index = 0;
-        while (problem.empty()) {
-          size_t comma = rest.find(',');
-          std::string_view one = Trim(rest.substr(0, comma));
-          std::string which =
-              std::count(s->url.begin(), s->url.end(), ',') > 0 ? "URL #" + std::to_string(index + 1) + " " : "";
-          if (one.empty()) {
-            problem = "has an empty entry in its comma-separated list";
-          } else {
-            problem = CheckUrl(one, kSchemes, false, "nats://127.0.0.1:4222");
-            if (!problem.empty()) problem = which + problem;
-          }
-          if (comma == std::string_view::npos) break;
-          rest = rest.substr(comma + 1);
-          ++index;
-        }
+        problem = CheckNatsUrls(s->url);
       } else if (type == kMqtt) {
         static constexpr std::string_view kSchemes[] = {"tcp", "ssl", "mqtt", "mqtts"};
         problem = CheckUrl(s->url, kSchemes, false, "tcp://127.0.0.1:1883");
       } else if (type == kRedis) {
         static constexpr std::string_view kSchemes[] = {"redis"};
         problem = CheckUrl(s->url, kSchemes, true, "redis://127.0.0.1:6379/0");
-        if (problem.empty()) {
-          std::string_view rest = std::string_view(s->url).substr(8);  // after "redis://"
-          size_t at = rest.rfind('@');
-          size_t slash = rest.find('/', at == std::string_view::npos ? 0 : at);
-          if (slash != std::string_view::npos) {
-            std::string_view db = rest.substr(slash + 1);
-            uint64_t n = 0;
-            if (!db.empty() && !ParseUint(db, std::numeric_limits<int32_t>::max(), &n)) {
-              problem = "the database after '/' must be a number, e.g. redis://host:6379/0";
-            }
-          }
-        }
+        if (problem.empty()) problem = CheckRedisUrlParts(std::string_view(s->url).substr(8));
       }
-      if (!problem.empty()) return FailAt(v, what + " " + problem);
+      if (!problem.empty()) return FailAt(v, what + ": " + problem);
     } else if (k == "password") {
       WALBUS_RETURN_IF_ERROR(GetString(v, what, &s->password));
     } else if (k == "stream") {

@@ -31,6 +31,17 @@ const GetEnv kNoEnv = FakeEnv({});
 
 std::string ConfDir() { return std::string(WALBUS_FIXTURES_DIR) + "/../../conf"; }
 
+std::string ReadWholeFile(const std::string& path) {
+  std::string text;
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) return text;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
+  std::fclose(f);
+  return text;
+}
+
 // ---------------------------------------------------------------------------
 
 TEST(ConfigLoad, EveryKey) {
@@ -489,7 +500,7 @@ const BadCase kBadCases[] = {
      "envelope must be a table ([envelope]), got a string"},
     // --- [metrics]
     {"metrics_unknown_key", SRC OUT "[metrics]\nport = 9187\n", "7:1",
-     "unknown key 'port' in [metrics] (known keys: listen)"},
+     "unknown key 'port' in [metrics]; known keys: listen"},
     {"metrics_listen_typo", SRC OUT "[metrics]\nlisen = \"x:1\"\n", "7:1", "did you mean 'listen'?"},
     {"metrics_no_port", SRC OUT "[metrics]\nlisten = \"localhost\"\n", "7:10",
      "metrics.listen 'localhost': the port is missing"},
@@ -514,7 +525,7 @@ const BadCase kBadCases[] = {
     {"sink_unknown_key", SRC OUT "topik = \"x\"\n", "6:1",
      "unknown key 'topik' in sink 'out' (type stdout); did you mean 'topic'?"},
     {"sink_unknown_key_no_suggestion", SRC OUT "colour = \"x\"\n", "6:1",
-     "unknown key 'colour' in sink 'out' (type stdout) (known keys: name, type, topic"},
+     "unknown key 'colour' in sink 'out' (type stdout); known keys: name, type, topic"},
     {"sink_source_key", SRC OUT "dsn = \"x\"\n", "6:1", "it belongs in [source]"},
     {"max_in_flight_string", SRC OUT "max_in_flight = \"10\"\n", "6:17",
      "sink 'out' max_in_flight must be an integer, got a string; write 10 without quotes"},
@@ -562,9 +573,9 @@ const BadCase kBadCases[] = {
     {"password_on_redis", SRC "[[sink]]\nname = \"r\"\ntype = \"redis\"\nurl = \"redis://h\"\n"
      "password = \"x\"\n", "7:1", "put them in the url"},
     {"qos_on_nats", SRC "[[sink]]\nname = \"n\"\ntype = \"nats\"\nurl = \"nats://h\"\n"
-     "qos = 1\n", "7:1", "key 'qos' is only valid for a mqtt sink"},
+     "qos = 1\n", "7:1", "key 'qos' is only valid for an mqtt sink"},
     {"token_on_mqtt", SRC "[[sink]]\nname = \"m\"\ntype = \"mqtt\"\nurl = \"tcp://h\"\n"
-     "token = \"x\"\n", "7:1", "key 'token' is only valid for a nats or jetstream sink"},
+     "token = \"x\"\n", "7:1", "key 'token' is only valid for a nats or jetstream sink; sink 'm' is an mqtt sink"},
     // --- required per type
     {"nats_no_url", SRC "[[sink]]\nname = \"n\"\ntype = \"nats\"\n", "3:1",
      "sink 'n' (type nats) has no url; add url = \"nats://127.0.0.1:4222\""},
@@ -575,11 +586,11 @@ const BadCase kBadCases[] = {
      "url = \"nats://h\"\n", "3:1", "sink 'j' (type jetstream) has no stream"},
     // --- per-type values
     {"nats_url_scheme", SRC "[[sink]]\nname = \"n\"\ntype = \"nats\"\nurl = \"http://h:4222\"\n",
-     "6:7", "sink 'n' url scheme 'http' is not supported; must start with nats:// or tls://"},
+     "6:7", "sink 'n' url: scheme 'http' is not supported; it must start with nats:// or tls://"},
     {"nats_url_list_bad_entry", SRC "[[sink]]\nname = \"n\"\ntype = \"nats\"\n"
-     "url = \"nats://a:4222,b:4222\"\n", "6:7", "URL #2 must start with nats:// or tls://"},
+     "url = \"nats://a:4222,b:4222\"\n", "6:7", "sink 'n' url: entry #2 of the list: it must start with nats:// or tls://"},
     {"nats_url_list_empty_entry", SRC "[[sink]]\nname = \"n\"\ntype = \"nats\"\n"
-     "url = \"nats://a:4222,\"\n", "6:7", "has an empty entry"},
+     "url = \"nats://a:4222,\"\n", "6:7", "the comma-separated list has an empty entry"},
     {"nats_password_without_user", SRC "[[sink]]\nname = \"n\"\ntype = \"nats\"\n"
      "url = \"nats://h\"\npassword = \"p\"\n", "7:12", "password is set without user"},
     {"nats_token_and_user", SRC "[[sink]]\nname = \"n\"\ntype = \"nats\"\n"
@@ -619,15 +630,21 @@ const BadCase kBadCases[] = {
     {"redis_url_scheme", SRC "[[sink]]\nname = \"r\"\ntype = \"redis\"\n"
      "url = \"rediss://h:6379\"\n", "6:7", "must start with redis://"},
     {"redis_url_port", SRC "[[sink]]\nname = \"r\"\ntype = \"redis\"\n"
-     "url = \"redis://h:99999\"\n", "6:7", "the port must be a number from 1 to 65535"},
+     "url = \"redis://h:99999\"\n", "6:7", "sink 'r' url: the port must be a number from 1 to 65535"},
     {"redis_url_db", SRC "[[sink]]\nname = \"r\"\ntype = \"redis\"\n"
      "url = \"redis://h:6379/zero\"\n", "6:7", "the database after '/' must be a number"},
+    {"redis_url_user_without_password", SRC "[[sink]]\nname = \"r\"\ntype = \"redis\"\n"
+     "url = \"redis://user@h:6379\"\n", "6:7", "must be user:password or :password"},
+    {"redis_url_bad_percent", SRC "[[sink]]\nname = \"r\"\ntype = \"redis\"\n"
+     "url = \"redis://u:50%@h:6379\"\n", "6:7", "write %25 for a literal '%'"},
+    {"redis_url_query", SRC "[[sink]]\nname = \"r\"\ntype = \"redis\"\n"
+     "url = \"redis://h:6379?db=1\"\n", "6:7", "the database after '/' must be a number"},
     {"redis_url_no_host", SRC "[[sink]]\nname = \"r\"\ntype = \"redis\"\n"
      "url = \"redis://u:p@:6379\"\n", "6:7", "the host is missing"},
     {"redis_id", SRC "[[sink]]\nname = \"r\"\ntype = \"redis\"\nurl = \"redis://h\"\n"
      "id = \"uuid\"\n", "7:6", "sink 'r' id must be \"lsn\" or \"auto\", got 'uuid'"},
     {"redis_maxlen_zero", SRC "[[sink]]\nname = \"r\"\ntype = \"redis\"\nurl = \"redis://h\"\n"
-     "maxlen = 0\n", "7:10", "sink 'r' maxlen must be from 1 to"},
+     "maxlen = 0\n", "7:10", "sink 'r' maxlen must be at least 1, got 0"},
     {"redis_wait_timeout_zero", SRC "[[sink]]\nname = \"r\"\ntype = \"redis\"\n"
      "url = \"redis://h\"\nwait_timeout_ms = 0\n", "7:19", "wait_timeout_ms must be from 1 to"},
     {"redis_wait_aof_string", SRC "[[sink]]\nname = \"r\"\ntype = \"redis\"\n"
@@ -653,7 +670,7 @@ TEST_P(ConfigBad, ReportsFileLineColumnAndCause) {
   EXPECT_EQ(m.find('\n'), std::string::npos) << m;
 }
 
-INSTANTIATE_TEST_SUITE_P(Table, ConfigBad, ::testing::ValuesIn(kBadCases),
+INSTANTIATE_TEST_SUITE_P(Config, ConfigBad, ::testing::ValuesIn(kBadCases),
                          [](const ::testing::TestParamInfo<BadCase>& info) {
                            return std::string(info.param.name);
                          });
@@ -702,13 +719,8 @@ TEST(ConfigFile, ExampleLoads) {
 TEST(ConfigFile, ExampleWithEverySinkUncommented) {
   Result<Config> base = LoadConfig(ConfDir() + "/walbus.example.toml", kNoEnv);
   ASSERT_TRUE(base.ok()) << base.status().ToString();
-  std::FILE* f = std::fopen((ConfDir() + "/walbus.example.toml").c_str(), "rb");
-  ASSERT_NE(f, nullptr);
-  std::string text;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
-  std::fclose(f);
+  std::string text = ReadWholeFile(ConfDir() + "/walbus.example.toml");
+  ASSERT_FALSE(text.empty());
   // Lines "#[[sink]]" and "#key = value" (no space after '#') are the
   // commented-out configuration; "# ..." lines are prose.
   std::string uncommented;
@@ -739,6 +751,43 @@ TEST(ConfigFile, PerSinkExamplesLoad) {
     ++loaded;
   }
   EXPECT_GE(loaded, 5);
+}
+
+// Like the decoder's truncation tests: every prefix of a valid file, and the
+// file with any one byte changed, gives a Config or an InvalidArgument with a
+// FILE:LINE:COL prefix, never an exception or a crash.
+TEST(ConfigRobust, EveryPrefixAndEveryByteFlip) {
+  std::string text = ReadWholeFile(ConfDir() + "/examples/jetstream.toml");
+  ASSERT_FALSE(text.empty());
+  auto env = FakeEnv({{"PGPASSWORD", "w"}, {"NATS_PASSWORD", "x"}});
+  auto check = [&](const std::string& input) {
+    Result<Config> r = ParseConfig(input, "p.toml", env);
+    if (r.ok()) return;
+    ASSERT_EQ(r.status().code(), Code::kInvalidArgument) << r.status().ToString();
+    ASSERT_THAT(r.status().message(), StartsWith("p.toml:")) << input;
+    ASSERT_EQ(r.status().message().find('\n'), std::string::npos);
+  };
+  for (size_t n = 0; n <= text.size(); ++n) check(text.substr(0, n));
+  for (size_t i = 0; i < text.size(); ++i) {
+    for (char c : {'\0', '"', '[', '$', '{', '\xff'}) {
+      std::string flipped = text;
+      flipped[i] = c;
+      check(flipped);
+    }
+  }
+}
+
+TEST(ConfigRobust, SuggestionsAreOnlyForCloseWords) {
+  const char* text = "[source]\ndsn = \"x\"\n[[sink]]\nname = \"m\"\ntype = \"mqtt\"\n"
+                     "url = \"tcp://h\"\nqso = 1\nstate_topic = \"{db}/{row}\"\n";
+  Result<Config> r = ParseConfig(text, "s.toml", kNoEnv);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.status().message(), HasSubstr("unknown key 'qso' in sink 'm' (type mqtt); did you mean 'qos'?"));
+  std::string fixed = std::string(text).replace(std::string(text).find("qso"), 3, "qos");
+  r = ParseConfig(fixed, "s.toml", kNoEnv);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.status().message(), HasSubstr("unknown placeholder '{row}'"));
+  EXPECT_THAT(r.status().message(), Not(HasSubstr("did you mean")));
 }
 
 }  // namespace
