@@ -3,6 +3,7 @@
 #include <time.h>
 
 #include <charconv>
+#include <cstdint>
 
 #include "bridge/json_writer.h"
 
@@ -253,11 +254,25 @@ Status EnvelopeBuilder::BuildRow(Op op, TableInfo* t, Lsn change_lsn, char old_k
     return Status::Corruption(std::string("pgoutput ") + std::string(OpName(op)) +
                               " outside a transaction");
   }
+  // Every tuple PostgreSQL sends has all the relation's columns (logicalrep_write_tuple
+  // writes natts of the relation); anything else is not a message we can map.
   const size_t n = t->cols.size();
-  if ((!new_tuple.empty() && new_tuple.size() != n) || (!old_tuple.empty() && old_tuple.size() != n)) {
-    return Status::Corruption("pgoutput " + std::string(OpName(op)) + " for " + t->qualified +
-                              " has " + std::to_string(new_tuple.empty() ? old_tuple.size()
-                                                                         : new_tuple.size()) +
+  bool needs_new = op != Op::kDelete;
+  bool needs_old = old_kind != 0;
+  size_t bad = SIZE_MAX;
+  const char* which = "";
+  if (needs_new && new_tuple.size() != n) {
+    bad = new_tuple.size();
+    which = "new";
+  } else if (needs_old && old_tuple.size() != n) {
+    bad = old_tuple.size();
+    which = "old";
+  }
+  if (bad != SIZE_MAX) {
+    std::string name(OpName(op));
+    name[0] = static_cast<char>(name[0] - 'a' + 'A');
+    return Status::Corruption("pgoutput " + name + " for " + t->qualified + ": " + which +
+                              " tuple has " + std::to_string(bad) +
                               " columns, its Relation message " + std::to_string(n));
   }
   unchanged_.clear();
