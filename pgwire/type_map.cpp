@@ -3,7 +3,7 @@
 #include <libpq-fe.h>
 
 #include <algorithm>
-#include <array>
+#include <iterator>
 #include <charconv>
 #include <cstdio>
 #include <utility>

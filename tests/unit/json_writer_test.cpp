@@ -90,11 +90,16 @@ TEST(JsonWriter, EveryControlCharacterIsEscaped) {
       "\\u0018", "\\u0019", "\\u001a", "\\u001b", "\\u001c", "\\u001d", "\\u001e", "\\u001f"};
   for (int c = 0; c < 0x20; ++c) {
     SCOPED_TRACE(c);
-    std::string in(1, static_cast<char>(c));
-    EXPECT_EQ(Json(in), "\"" + std::string(kExpected[c]) + "\"");
+    const std::string in(1, static_cast<char>(c));
+    std::string want = "\"";
+    want.append(kExpected[c]).append("\"");
+    EXPECT_EQ(Json(in), want);
     // And in the middle of a run long enough for the 8-byte fast path.
-    std::string long_in = "abcdefghijk" + in + "lmnopqrstuvwxyz";
-    EXPECT_EQ(Json(long_in), "\"abcdefghijk" + std::string(kExpected[c]) + "lmnopqrstuvwxyz\"");
+    std::string long_in = "abcdefghijk";
+    long_in.append(in).append("lmnopqrstuvwxyz");
+    std::string long_want = "\"abcdefghijk";
+    long_want.append(kExpected[c]).append("lmnopqrstuvwxyz\"");
+    EXPECT_EQ(Json(long_in), long_want);
   }
 }
 
