@@ -115,6 +115,21 @@ Status Pipeline::Prepare() {
         "Azure: azure.replication_support = logical) and restart PostgreSQL");
   }
 
+  // A slot that must exist but does not is fatal: say so before creating anything.
+  if (!config_.source.create_slot) {
+    Result<pgwire::Rows> slots = pgwire::Query(
+        c, "SELECT 1 FROM pg_replication_slots WHERE slot_name = " +
+               pgwire::QuoteLiteral(c, config_.source.slot));
+    if (!slots.ok()) return slots.status();
+    if (slots->empty()) {
+      return Status::FailedPrecondition(
+          "replication slot \"" + config_.source.slot +
+          "\" does not exist and source.create_slot = false; create it with SELECT "
+          "pg_create_logical_replication_slot('" + config_.source.slot +
+          "', 'pgoutput') or set create_slot = true");
+    }
+  }
+
   const std::string& pub = config_.source.publication;
   Result<pgwire::Rows> pubs = pgwire::Query(
       c, "SELECT 1 FROM pg_publication WHERE pubname = " + pgwire::QuoteLiteral(c, pub));
@@ -616,8 +631,9 @@ Status Pipeline::Run(const std::atomic<bool>* stop, Wakeup* wakeup) {
       sql_.reset();
     }
     backoff = NextBackoff(backoff);
-    log::Warn(std::string(sink_failed ? "sink failed" : "PostgreSQL connection failed") +
-                  ", rewinding to the confirmed LSN",
+    log::Warn(std::string(sink_failed ? "sink failed" : "PostgreSQL unavailable") +
+                  (tracker_->confirmed() != 0 ? ", resuming from the confirmed LSN after a pause"
+                                              : ", retrying after a pause"),
               {{"reason", st.message()}, {"confirmed", FormatLsn(tracker_->confirmed())},
                {"retry_in_ms", std::to_string(backoff)}});
     if (!SleepInterruptible(backoff)) break;

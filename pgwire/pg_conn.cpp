@@ -26,6 +26,9 @@ Status ClassifyConnectError(std::string_view raw) {
   // libpq prefixes the server's FATAL with "connection to server at ... failed: ".
   size_t failed = msg.find("failed: ");
   std::string reason = failed == std::string::npos ? msg : msg.substr(failed + 8);
+  for (std::string_view prefix : {"FATAL:  ", "ERROR:  "}) {
+    if (reason.rfind(prefix, 0) == 0) reason.erase(0, prefix.size());
+  }
   std::string where = "PostgreSQL";
   if (Contains(reason, "password authentication failed") ||
       Contains(reason, "no password supplied") || Contains(reason, "authentication failed")) {

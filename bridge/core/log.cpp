@@ -17,11 +17,13 @@ constexpr std::string_view kUpper[] = {"TRACE", "DEBUG", "INFO", "WARN", "ERROR"
 
 // Log lines are not on the hot path; a small local escaper keeps bridge/core
 // free of other folders.
-void AppendEscaped(std::string* out, std::string_view s) {
+// quotes: escape '"' and '\\' too (JSON strings, quoted text values); a text
+// line's message keeps them as written.
+void AppendEscaped(std::string* out, std::string_view s, bool quotes = true) {
   for (unsigned char c : s) {
     switch (c) {
-      case '"': *out += "\\\""; break;
-      case '\\': *out += "\\\\"; break;
+      case '"': *out += quotes ? "\\\"" : "\""; break;
+      case '\\': *out += quotes ? "\\\\" : "\\"; break;
       case '\n': *out += "\\n"; break;
       case '\r': *out += "\\r"; break;
       case '\t': *out += "\\t"; break;
@@ -98,7 +100,7 @@ void Write(Level level, std::string_view msg, std::initializer_list<Field> field
     line += ' ';
     line += kUpper[li];
     line += ' ';
-    AppendEscaped(&line, msg);
+    AppendEscaped(&line, msg, /*quotes=*/false);
     for (const auto& [k, v] : fields) {
       line += ' ';
       line += k;
