@@ -283,10 +283,20 @@ void Pipeline::PrepareTable(TableInfo* t) {
   }
 }
 
-bool Pipeline::Paused() const {
-  for (const SinkSlot& s : sinks_) {
-    if (s.window->in_flight() >= s.config->max_in_flight) return true;
+bool Pipeline::Paused() {
+  if (!paused_) {
+    for (const SinkSlot& s : sinks_) {
+      if (s.window->in_flight() >= s.config->max_in_flight) {
+        paused_ = true;
+        return true;
+      }
+    }
+    return false;
   }
+  for (const SinkSlot& s : sinks_) {
+    if (s.window->in_flight() > s.config->max_in_flight / 2) return true;
+  }
+  paused_ = false;
   return false;
 }
 
@@ -526,6 +536,7 @@ Status Pipeline::Stream() {
 
 void Pipeline::Rewind() {
   session_.reset();
+  paused_ = false;
   for (SinkSlot& s : sinks_) s.window->Rewind();
   tracker_->Reset(tracker_->confirmed());
   if (builder_) {

@@ -91,7 +91,10 @@ class Pipeline {
   Status FlushSinks();
   Status CheckSinkFailures();
   Status MaybeSendStatus(bool force, bool reply);
-  bool Paused() const;
+  // Back-pressure with hysteresis: pause when a sink reaches max_in_flight,
+  // resume when every paused sink is down to half, so the source thread does
+  // not wake for every acknowledgement at the boundary.
+  bool Paused();
   Status WaitForProgress(int timeout_ms, bool watch_socket);
   void Rewind();
   void Drain();
@@ -117,6 +120,7 @@ class Pipeline {
   int64_t next_status_ms_ = 0;
   uint32_t since_clock_check_ = 0;
   bool prepared_ = false;
+  bool paused_ = false;
   Lsn begin_final_lsn_ = 0;
 };
 

@@ -39,7 +39,6 @@ constexpr size_t kWriteAtBytes = 1 << 20;
 // A bigger output buffer (one huge event) is given back after the write.
 constexpr size_t kKeepBufferBytes = 4 << 20;
 // A Flush with nothing to send waits this long at most for replies.
-constexpr auto kIdleFlushWait = std::chrono::milliseconds(2);
 constexpr size_t kReadChunk = 64 * 1024;
 constexpr int kReaderPollMs = 200;  // how often the reader looks for a stalled server
 constexpr size_t kMaxReservedRecords = 1 << 16;
@@ -726,10 +725,9 @@ Status RedisSink::Flush() {
   if (c->broken.load(std::memory_order_acquire)) return c->Failure();
   if (barriers_ && xadds_since_barrier_ > 0) WALBUS_RETURN_IF_ERROR(AppendBarriers());
   if (!c->staged.empty() || sdslen(c->ctx->obuf) > 0) return WriteOut();
-  // Nothing to send: the pipeline is waiting for acknowledgements. Let the
-  // reader make progress instead of letting the caller spin.
-  c->WaitForProgress(kIdleFlushWait);
-  if (c->broken.load(std::memory_order_acquire)) return c->Failure();
+  // Nothing to send. Never wait here: the pipeline sleeps on its own wakeup
+  // (notified by AckThrough), and a wait at every batch boundary would add
+  // latency to every transaction.
   return Status::Ok();
 }
 
