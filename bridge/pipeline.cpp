@@ -17,8 +17,18 @@ int64_t MonotonicMs() {
   return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t MonotonicUs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
+}
+
 namespace {
 
+// The walsender flushes its socket after every message, so a reader that keeps
+// up sees one message per read. Events are held back at most this long to
+// share one sink flush (one syscall, one broker round trip) among a burst.
+constexpr int64_t kCoalesceUs = 250;
 constexpr int kMaxBackoffMs = 30000;
 constexpr int kDrainMs = 10000;
 
@@ -314,6 +324,7 @@ Status Pipeline::CheckSinkFailures() {
 }
 
 Status Pipeline::FlushSinks() {
+  unflushed_ = 0;
   for (size_t i = 0; i < sinks_.size(); ++i) {
     Status st = sinks_[i].sink->Flush();
     if (!st.ok()) {
@@ -405,6 +416,7 @@ Status Pipeline::PublishOne(SinkSlot& s, size_t index, const Built& b) {
     if (stop_->load()) return Status::Unavailable("stopping");
   }
   stats_.events[index * kOpCount + static_cast<int>(b.op)].fetch_add(1, std::memory_order_relaxed);
+  if (unflushed_++ == 0) first_unflushed_us_ = MonotonicUs();
   return Status::Ok();
 }
 
@@ -503,7 +515,28 @@ Status Pipeline::Stream() {
     if (!kind.ok()) return kind.status();
     switch (*kind) {
       case pgwire::ReplicationSession::Kind::kNone: {
-        // End of what the socket had: the batch boundary.
+        // libpq's buffer is empty. First read whatever the socket already
+        // holds (non-blocking).
+        if (!consumed_) {
+          WALBUS_RETURN_IF_ERROR(session_->ConsumeInput());
+          consumed_ = true;
+          break;
+        }
+        consumed_ = false;
+        // The socket is empty too. With events pending, let more arrive for
+        // the rest of the coalescing window without waking per message, so
+        // one sink flush serves the burst.
+        if (unflushed_ > 0) {
+          int64_t left = first_unflushed_us_ + kCoalesceUs - MonotonicUs();
+          if (left > 0) {
+            struct timespec ts = {0, static_cast<long>(left * 1000)};
+            nanosleep(&ts, nullptr);
+            WALBUS_RETURN_IF_ERROR(session_->ConsumeInput());
+            consumed_ = true;
+            break;
+          }
+        }
+        // The batch boundary.
         WALBUS_RETURN_IF_ERROR(FlushSinks());
         tracker_->Advance();
         WALBUS_RETURN_IF_ERROR(MaybeSendStatus(false, false));
@@ -513,6 +546,7 @@ Status Pipeline::Stream() {
         break;
       }
       case pgwire::ReplicationSession::Kind::kKeepalive:
+        consumed_ = false;
         stats_.server_wal_end.store(k.wal_end, std::memory_order_relaxed);
         if (k.reply_requested) WALBUS_RETURN_IF_ERROR(FlushSinks());
         tracker_->OnKeepalive(k.wal_end);
@@ -520,6 +554,7 @@ Status Pipeline::Stream() {
         WALBUS_RETURN_IF_ERROR(MaybeSendStatus(k.reply_requested, false));
         break;
       case pgwire::ReplicationSession::Kind::kXLogData:
+        consumed_ = false;
         received_ = std::max(received_, x.wal_start);
         stats_.received_lsn.store(received_, std::memory_order_relaxed);
         stats_.server_wal_end.store(x.wal_end, std::memory_order_relaxed);

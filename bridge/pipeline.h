@@ -119,11 +119,16 @@ class Pipeline {
   Lsn last_sent_flush_ = 0;
   int64_t next_status_ms_ = 0;
   uint32_t since_clock_check_ = 0;
+  // Events published since the last FlushSinks, and when the first of them was.
+  uint64_t unflushed_ = 0;
+  bool consumed_ = false;  // the last step read the socket and found nothing new
+  int64_t first_unflushed_us_ = 0;
   bool prepared_ = false;
   bool paused_ = false;
   Lsn begin_final_lsn_ = 0;
 };
 
 int64_t MonotonicMs();
+int64_t MonotonicUs();
 
 }  // namespace walbus::bridge
