@@ -92,3 +92,49 @@ void TopicTemplate::Render(const TopicValues& v, std::string* out) const {
 }
 
 }  // namespace walbus::bridge
+
+namespace walbus::bridge {
+
+std::string NatsSubjectFilter(const TopicTemplate& t, std::string_view db) {
+  std::vector<std::string> tokens;
+  const std::string& text = t.text();
+  size_t start = 0;
+  while (true) {
+    size_t dot = text.find('.', start);
+    std::string token = text.substr(start, dot == std::string::npos ? std::string::npos
+                                                                      : dot - start);
+    if (token.find('{') == std::string::npos) {
+      tokens.push_back(token);
+    } else {
+      // Render with only {db} known: a token that still has a placeholder is a wildcard.
+      std::string rendered;
+      bool wild = false;
+      size_t i = 0;
+      while (i < token.size()) {
+        if (token[i] == '{') {
+          size_t close = token.find('}', i);
+          std::string_view name(token.data() + i + 1, close - i - 1);
+          if (name == "db") AppendSanitized(&rendered, db, TopicRules::kNats);
+          else wild = true;
+          i = close + 1;
+        } else {
+          rendered.push_back(token[i++]);
+        }
+      }
+      tokens.push_back(wild ? "*" : rendered);
+    }
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  size_t keep = tokens.size();
+  while (keep > 0 && tokens[keep - 1] == "*") --keep;
+  std::string out;
+  for (size_t i = 0; i < keep; ++i) {
+    if (i > 0) out += '.';
+    out += tokens[i];
+  }
+  if (keep < tokens.size()) out += keep > 0 ? ".>" : ">";
+  return out;
+}
+
+}  // namespace walbus::bridge

@@ -58,6 +58,13 @@ class TopicTemplate {
   bool uses_key_ = false;
 };
 
+// The NATS subject filter that covers every subject the template renders for
+// database db: tokens with other placeholders become '*', and a run of them at
+// the end becomes '>'. "{db}.{schema}.{table}.{op}" -> "shop.>",
+// "js.{db}.{schema}.{table}.{op}" -> "js.shop.>", "{db}.{table}.events" ->
+// "shop.*.events".
+std::string NatsSubjectFilter(const TopicTemplate& t, std::string_view db);
+
 // Appends value with the rules' forbidden characters replaced by '_'.
 void AppendSanitized(std::string* out, std::string_view value, TopicRules rules);
 

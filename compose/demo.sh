@@ -4,14 +4,14 @@
 # shows the envelopes arriving. Everything runs on loopback and is stopped by
 # PID at the end.
 #
-#   compose/demo.sh            # stdout sink: envelopes printed as they arrive
-#   compose/demo.sh mqtt       # mosquitto, shown by a mosquitto_sub subscriber
-#   compose/demo.sh redis      # redis-server, shown with XREAD
-#   compose/demo.sh nats       # nats-server, shown by `walbus`'s own check + a subscriber
+#   compose/demo.sh            # mosquitto (MQTT), envelopes shown live by mosquitto_sub
+#   compose/demo.sh stdout     # no broker: walbus prints TOPIC<TAB>ENVELOPE lines
+#   compose/demo.sh redis      # redis-server, shown with XRANGE
+#   compose/demo.sh nats       # nats-server, shown by a subscriber speaking NATS over /dev/tcp
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-sink=${1:-stdout}
+sink=${1:-mqtt}
 
 compose/install-deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
@@ -56,10 +56,22 @@ case "$sink" in
     sink_conf=$'type = "redis"\nurl = "'"$url"$'"' ;;
   nats)
     url=$(compose/nats.sh start 55443)
-    sink_conf=$'type = "nats"\nurl = "'"$url"$'"' ;;
+    sink_conf=$'type = "nats"\nurl = "'"$url"$'"'
+    # A subscriber in plain NATS protocol: CONNECT, SUB, then print MSG payloads.
+    ( exec 3<>/dev/tcp/127.0.0.1/55443
+      printf 'CONNECT {"verbose":false}\r\nSUB shop.> 1\r\nPING\r\n' >&3
+      while IFS= read -r line <&3; do
+        line=${line%$'\r'}
+        case "$line" in
+          MSG*) set -- $line; IFS= read -r payload <&3; echo "$2 ${payload%$'\r'}" ;;
+          PING) printf 'PONG\r\n' >&3 ;;
+        esac
+      done ) &
+    pids+=($!) ;;
   *) echo "demo: unknown sink $sink (stdout, mqtt, redis, nats)" >&2; exit 2 ;;
 esac
 
+sleep 0.3  # let the subscriber connect
 cat > "$work/walbus.toml" <<TOML
 [source]
 dsn = "$shop_dsn"

@@ -6,6 +6,8 @@
 #
 #   compose/pg.sh start  [PORT]   -> prints the DSN on stdout
 #   compose/pg.sh stop   [PORT]
+#   compose/pg.sh stop-immediate [PORT]  -> immediate shutdown (SIGQUIT): a
+#                                 crash; the next start runs WAL recovery
 #   compose/pg.sh dsn    [PORT]
 #
 # Environment: WALBUS_PG_PORT (default 55432), WALBUS_PG_DIR (default
@@ -51,6 +53,13 @@ case "$cmd" in
     if [ -f "$dir/data/postmaster.pid" ]; then
       pid=$(head -1 "$dir/data/postmaster.pid")
       kill -INT "$pid" 2>/dev/null || true
+      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    fi
+    ;;
+  stop-immediate)
+    if [ -f "$dir/data/postmaster.pid" ]; then
+      pid=$(head -1 "$dir/data/postmaster.pid")
+      kill -QUIT "$pid" 2>/dev/null || true
       for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     fi
     ;;

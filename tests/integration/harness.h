@@ -312,6 +312,23 @@ class PgServer {
     started_ = false;
   }
 
+  // An immediate shutdown (SIGQUIT to the postmaster, `compose/pg.sh
+  // stop-immediate`): a crash; the next Start() runs WAL recovery.
+  void StopImmediate() {
+    if (!started_) return;
+    Shell(Env() + " '" + std::string(kSourceDir) + "/compose/pg.sh' stop-immediate " +
+          std::to_string(port_) + " >/dev/null 2>&1");
+    started_ = false;
+  }
+
+  // True while the postmaster of this data directory runs.
+  bool PostmasterRunning() const {
+    std::ifstream pidfile(dir_ + "/data/postmaster.pid");
+    long pid = 0;
+    if (!(pidfile >> pid) || pid <= 0) return false;
+    return ::kill(static_cast<pid_t>(pid), 0) == 0;
+  }
+
   std::string Dsn(const std::string& user = "postgres", const std::string& extra = "") const {
     return "host=127.0.0.1 port=" + std::to_string(port_) + " user=" + user +
            " dbname=postgres" + (extra.empty() ? "" : " " + extra);

@@ -50,5 +50,19 @@ TEST(TopicTemplate, RejectsBadTemplates) {
   EXPECT_NE(t.status().message().find("unknown placeholder {tabel}"), std::string::npos);
 }
 
+TEST(TopicTemplate, DerivesNatsSubjectFilters) {
+  auto f = [](const char* text) {
+    return NatsSubjectFilter(TopicTemplate::Parse(text, TopicRules::kNats).value(), "shop");
+  };
+  EXPECT_EQ(f("{db}.{schema}.{table}.{op}"), "shop.>");
+  EXPECT_EQ(f("js.{db}.{schema}.{table}.{op}"), "js.shop.>");
+  EXPECT_EQ(f("{db}.{table}.events"), "shop.*.events");
+  EXPECT_EQ(f("cdc.{table}"), "cdc.>");
+  EXPECT_EQ(f("{schema}.{table}"), ">");
+  EXPECT_EQ(f("fixed.subject"), "fixed.subject");
+  EXPECT_EQ(NatsSubjectFilter(TopicTemplate::Parse("{db}.x", TopicRules::kNats).value(), "a.b"),
+            "a_b.x");
+}
+
 }  // namespace
 }  // namespace walbus::bridge
