@@ -26,6 +26,9 @@ class AckWindow final : public AckSink {
   // wakeup may be null (tests); otherwise it is notified on progress and failure.
   AckWindow(size_t max_in_flight, Wakeup* wakeup);
 
+  // Before any acknowledgement can arrive (the pipeline sets it in Run).
+  void set_wakeup(Wakeup* wakeup) { wakeup_ = wakeup; }
+
   uint64_t Issue() { return issued_.fetch_add(1, std::memory_order_relaxed) + 1; }
   uint64_t issued() const { return issued_.load(std::memory_order_relaxed); }
   uint64_t acked() const { return acked_.load(std::memory_order_acquire); }

@@ -52,10 +52,14 @@ Pipeline::Pipeline(conf::Config config, SinkFactory make_sinks)
       Result<TopicTemplate> st = TopicTemplate::Parse(s.config->state_topic, s.rules, true);
       if (st.ok()) s.state_topic = std::move(st).value();
     }
+    s.window = std::make_unique<AckWindow>(s.config->max_in_flight, nullptr);
     sinks_.push_back(std::move(s));
   }
   stats_.events = std::make_unique<std::atomic<uint64_t>[]>(sinks_.size() * kOpCount);
   stats_.sink_errors = std::make_unique<std::atomic<uint64_t>[]>(sinks_.size());
+  stats_.sink_down_since_ms = std::make_unique<std::atomic<int64_t>[]>(sinks_.size());
+  stats_.sink_reconnects = std::make_unique<std::atomic<uint64_t>[]>(sinks_.size());
+  stats_.pg_down_since_ms.store(MonotonicMs());  // not connected yet
 }
 
 Pipeline::~Pipeline() {
@@ -86,12 +90,18 @@ Status Pipeline::OpenSinks(bool only_failed) {
       if (stop_->load()) return Status::Ok();
       Status st = s.sink->Open(s.window.get());
       if (st.ok()) {
-        if (backoff > 0 || only_failed) log::Info("sink is up", {{"sink", s.sink->name()}});
+        if (backoff > 0 || only_failed) {
+          log::Info("sink is up", {{"sink", s.sink->name()}});
+          stats_.sink_reconnects[i].fetch_add(1);
+        }
+        stats_.sink_down_since_ms[i].store(0);
         s.needs_reopen = false;
         break;
       }
       if (!IsRetryable(st)) return st.WithContext("sink " + std::string(s.sink->name()));
       stats_.sink_errors[i].fetch_add(1);
+      if (stats_.sink_down_since_ms[i].load() == 0) stats_.sink_down_since_ms[i].store(MonotonicMs());
+      NoteError(st.WithContext("sink " + std::string(s.sink->name())));
       backoff = NextBackoff(backoff);
       log::Warn("sink unavailable, retrying",
                 {{"sink", s.sink->name()}, {"reason", st.message()},
@@ -277,6 +287,8 @@ Status Pipeline::StartStream() {
   received_ = std::max(received_, tracker_->confirmed());
   next_status_ms_ = MonotonicMs() + config_.source.status_interval_ms;
   stats_.role.store(1);
+  stats_.state.store(PipelineStats::kStreaming);
+  stats_.pg_down_since_ms.store(0);
   log::Info("streaming", {{"slot", slot}, {"from", FormatLsn(tracker_->confirmed())},
                           {"publication", config_.source.publication}, {"db", db_}});
   return Status::Ok();
@@ -291,6 +303,30 @@ void Pipeline::PrepareTable(TableInfo* t) {
     for (const std::string& g : include) in = in || GlobMatch(g, t->qualified);
     t->included[i] = in ? 1 : 0;
   }
+}
+
+void Pipeline::NoteError(const Status& st) {
+  std::lock_guard<std::mutex> lock(stats_.error_mu);
+  stats_.last_error = st.message();
+}
+
+void Pipeline::MaybeLogLag() {
+  int64_t now = MonotonicMs();
+  if (now < next_lag_log_ms_) return;
+  next_lag_log_ms_ = now + 60000;
+  Lsn end = stats_.server_wal_end.load(std::memory_order_relaxed);
+  Lsn confirmed = tracker_->confirmed();
+  if (end <= confirmed) return;
+  int64_t ts = tracker_->confirmed_commit_time_us();
+  std::string secs = "unknown";
+  if (ts != 0) {
+    int64_t lag_us = pgwire::PgNowMicros() - ts;
+    secs = std::to_string(std::max<int64_t>(0, lag_us) / 1000000);
+  }
+  log::Info("behind", {{"lag_bytes", std::to_string(end - confirmed)},
+                       {"lag_seconds", secs},
+                       {"confirmed", FormatLsn(confirmed)},
+                       {"server_wal_end", FormatLsn(end)}});
 }
 
 bool Pipeline::Paused() {
@@ -344,6 +380,7 @@ Status Pipeline::MaybeSendStatus(bool force, bool reply) {
   stats_.confirmed_commit_time_us.store(tracker_->confirmed_commit_time_us(),
                                         std::memory_order_relaxed);
   next_status_ms_ = now + config_.source.status_interval_ms;
+  MaybeLogLag();
   if (confirmed != last_sent_flush_) {
     log::Debug("confirming", {{"lsn", FormatLsn(confirmed)}});
   }
@@ -608,7 +645,7 @@ Status Pipeline::Run(const std::atomic<bool>* stop, Wakeup* wakeup) {
   wakeup_ = wakeup;
   std::vector<AckWindow*> windows;
   for (SinkSlot& s : sinks_) {
-    s.window = std::make_unique<AckWindow>(s.config->max_in_flight, wakeup);
+    s.window->set_wakeup(wakeup);
     windows.push_back(s.window.get());
   }
   tracker_ = std::make_unique<AckTracker>(windows);
@@ -639,6 +676,7 @@ Status Pipeline::Run(const std::atomic<bool>* stop, Wakeup* wakeup) {
       backoff = 0;
       st = Stream();
       if (st.ok()) {  // stop requested
+        stats_.state.store(PipelineStats::kStopped);
         Drain();
         return Status::Ok();
       }
@@ -646,6 +684,8 @@ Status Pipeline::Run(const std::atomic<bool>* stop, Wakeup* wakeup) {
     if (st.code() == Code::kResourceExhausted) {
       // SPEC §5: another instance holds the slot; stand by.
       stats_.role.store(0);
+      stats_.state.store(PipelineStats::kStandby);
+      stats_.pg_down_since_ms.store(0);  // reachable: standing by is healthy
       session_.reset();
       int64_t now = MonotonicMs();
       if (last_standby_log < 0 || now - last_standby_log >= 60000) {
@@ -671,7 +711,16 @@ Status Pipeline::Run(const std::atomic<bool>* stop, Wakeup* wakeup) {
       (void)MaybeSendStatus(true, false);  // best effort: keep what is confirmed
     }
     Rewind();
+    NoteError(st);
+    stats_.state.store(PipelineStats::kRetrying);
+    int64_t now_ms = MonotonicMs();
+    for (size_t i = 0; i < sinks_.size(); ++i) {
+      if (sinks_[i].needs_reopen && stats_.sink_down_since_ms[i].load() == 0) {
+        stats_.sink_down_since_ms[i].store(now_ms);
+      }
+    }
     if (!sink_failed) {
+      if (stats_.pg_down_since_ms.load() == 0) stats_.pg_down_since_ms.store(now_ms);
       stats_.pg_reconnects.fetch_add(1);
       prepared_ = false;  // the server may have restarted: re-check everything
       sql_.reset();

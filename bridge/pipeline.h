@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <functional>
+#include <mutex>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,6 +44,14 @@ struct PipelineStats {
   std::atomic<int64_t> confirmed_commit_time_us{0};
   std::atomic<uint64_t> pg_reconnects{0};
   std::atomic<int> role{0};  // 1 streaming, 0 standby / not connected
+  enum State : int { kStarting = 0, kStreaming, kStandby, kRetrying, kStopped };
+  std::atomic<int> state{kStarting};
+  // Monotonic ms since which PostgreSQL / a sink has been unreachable; 0 = fine.
+  std::atomic<int64_t> pg_down_since_ms{0};
+  std::unique_ptr<std::atomic<int64_t>[]> sink_down_since_ms;
+  std::unique_ptr<std::atomic<uint64_t>[]> sink_reconnects;
+  std::string last_error;  // guarded by error_mu
+  std::mutex error_mu;
   // events[sink * kOpCount + op]
   std::unique_ptr<std::atomic<uint64_t>[]> events;
   std::unique_ptr<std::atomic<uint64_t>[]> sink_errors;
@@ -67,6 +76,8 @@ class Pipeline {
   size_t sink_count() const { return sinks_.size(); }
   std::string_view sink_name(size_t i) const { return sinks_[i].config->name; }
   uint64_t in_flight(size_t i) const { return sinks_[i].window->in_flight(); }
+  uint32_t max_in_flight(size_t i) const { return sinks_[i].config->max_in_flight; }
+  std::string_view sink_type(size_t i) const { return sinks_[i].config->type; }
 
  private:
   struct SinkSlot {
@@ -100,6 +111,8 @@ class Pipeline {
   void Drain();
   bool SleepInterruptible(int ms);
   void PrepareTable(TableInfo* t);
+  void NoteError(const Status& st);
+  void MaybeLogLag();
 
   conf::Config config_;
   SinkFactory make_sinks_;
@@ -125,6 +138,7 @@ class Pipeline {
   int64_t first_unflushed_us_ = 0;
   bool prepared_ = false;
   bool paused_ = false;
+  int64_t next_lag_log_ms_ = 0;
   Lsn begin_final_lsn_ = 0;
 };
 
