@@ -36,6 +36,13 @@ int NextBackoff(int ms) { return std::min(kMaxBackoffMs, ms == 0 ? 500 : ms * 2)
 
 bool IsRetryable(const Status& s) { return s.code() == Code::kUnavailable; }
 
+// "sink NAME: reason", unless the adapter already said which sink.
+Status ForSink(const Status& st, std::string_view name) {
+  std::string prefix = "sink " + std::string(name);
+  if (st.message().rfind(prefix, 0) == 0) return st;
+  return st.WithContext(prefix);
+}
+
 }  // namespace
 
 Pipeline::Pipeline(conf::Config config, SinkFactory make_sinks)
@@ -98,10 +105,10 @@ Status Pipeline::OpenSinks(bool only_failed) {
         s.needs_reopen = false;
         break;
       }
-      if (!IsRetryable(st)) return st.WithContext("sink " + std::string(s.sink->name()));
+      if (!IsRetryable(st)) return ForSink(st, s.sink->name());
       stats_.sink_errors[i].fetch_add(1);
       if (stats_.sink_down_since_ms[i].load() == 0) stats_.sink_down_since_ms[i].store(MonotonicMs());
-      NoteError(st.WithContext("sink " + std::string(s.sink->name())));
+      NoteError(ForSink(st, s.sink->name()));
       backoff = NextBackoff(backoff);
       log::Warn("sink unavailable, retrying",
                 {{"sink", s.sink->name()}, {"reason", st.message()},
@@ -354,7 +361,7 @@ Status Pipeline::CheckSinkFailures() {
     if (!f || f->ok()) continue;
     stats_.sink_errors[i].fetch_add(1);
     if (IsRetryable(*f)) s.needs_reopen = true;
-    return f->WithContext("sink " + std::string(s.sink->name()));
+    return ForSink(*f, s.sink->name());
   }
   return Status::Ok();
 }
@@ -366,7 +373,7 @@ Status Pipeline::FlushSinks() {
     if (!st.ok()) {
       stats_.sink_errors[i].fetch_add(1);
       if (IsRetryable(st)) sinks_[i].needs_reopen = true;
-      return st.WithContext("sink " + std::string(sinks_[i].sink->name()));
+      return ForSink(st, sinks_[i].sink->name());
     }
   }
   return CheckSinkFailures();
@@ -444,7 +451,7 @@ Status Pipeline::PublishOne(SinkSlot& s, size_t index, const Built& b) {
     if (st.code() != Code::kResourceExhausted) {
       stats_.sink_errors[index].fetch_add(1);
       if (IsRetryable(st)) s.needs_reopen = true;
-      return st.WithContext("sink " + std::string(s.sink->name()));
+      return ForSink(st, s.sink->name());
     }
     // The client library's own window is full: let it drain.
     WALBUS_RETURN_IF_ERROR(FlushSinks());

@@ -749,4 +749,388 @@ class PgFixture : public ::testing::Test {
   std::unique_ptr<Pg> sql_;
 };
 
+// --- processes by PID ------------------------------------------------------
+
+// The PID written in a daemon's pidfile; 0 when the file is missing or empty.
+inline pid_t ReadPidFile(const std::string& path) {
+  std::ifstream in(path);
+  long pid = 0;
+  if (!(in >> pid) || pid <= 0) return 0;
+  return static_cast<pid_t>(pid);
+}
+
+// A `Name:   value kB` field of /proc/PID/status (VmRSS, VmHWM, ...) in kB;
+// -1 when the process or the field is missing.
+inline long ProcStatusKb(pid_t pid, const std::string& field = "VmRSS") {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.compare(0, field.size() + 1, field + ":") == 0) {
+      return std::strtol(line.c_str() + field.size() + 1, nullptr, 10);
+    }
+  }
+  return -1;
+}
+
+// --- brokers-e2e / refusal helpers ------------------------------------------
+// Used by brokers_e2e_test.cpp and refusal_test.cpp: brokers from the compose
+// scripts, a fixture whose PostgreSQL port is a template argument, and a
+// reference decoder that reads what pgoutput itself sends (through a second
+// slot) so expected event ids do not come from walbus.
+
+// A throwaway broker started and stopped through compose/nats.sh, redis.sh or
+// mosquitto.sh on `port`, in its own directory (WALBUS_<KIND>_DIR = `dir`).
+// `env` is extra `NAME=value` assignments for the script, e.g.
+// "WALBUS_NATS_MAX_PAYLOAD=2048". Stop() and the destructor stop only the PID
+// in that directory's pidfile (the scripts do that).
+class ComposeBroker {
+ public:
+  enum class Kind { kNats, kRedis, kMosquitto };
+
+  ComposeBroker(Kind kind, int port, std::string dir, std::string env = "")
+      : kind_(kind), port_(port), dir_(std::move(dir)), env_(std::move(env)) {}
+  ~ComposeBroker() { Stop(); }
+  ComposeBroker(const ComposeBroker&) = delete;
+  ComposeBroker& operator=(const ComposeBroker&) = delete;
+
+  // Starts the broker; with `fresh`, stops a leftover one of this directory and
+  // deletes the directory first (JetStream store, retained messages...).
+  bool Start(bool fresh = true) {
+    if (fresh) {
+      Run("stop");
+      std::error_code ec;
+      if (dir_.rfind("/tmp/", 0) == 0) std::filesystem::remove_all(dir_, ec);
+    }
+    ShellResult r = Run("start");
+    if (r.code != 0) {
+      ADD_FAILURE() << "compose/" << Script() << " start " << port_ << " failed: " << r.out;
+      return false;
+    }
+    return true;
+  }
+
+  void Stop() { Run("stop"); }
+
+  // PID from the broker's pidfile when that process is alive, else 0.
+  pid_t Pid() const {
+    std::ifstream in(dir_ + "/" + PidName());
+    long pid = 0;
+    if (!(in >> pid) || pid <= 0) return 0;
+    return ::kill(static_cast<pid_t>(pid), 0) == 0 ? static_cast<pid_t>(pid) : 0;
+  }
+
+  std::string Url() const {
+    std::string host = "127.0.0.1:" + std::to_string(port_);
+    switch (kind_) {
+      case Kind::kNats: return "nats://" + host;
+      case Kind::kRedis: return "redis://" + host;
+      case Kind::kMosquitto: return "tcp://" + host;
+    }
+    return host;
+  }
+  int port() const { return port_; }
+  const std::string& dir() const { return dir_; }
+
+ private:
+  const char* Script() const {
+    switch (kind_) {
+      case Kind::kNats: return "nats.sh";
+      case Kind::kRedis: return "redis.sh";
+      case Kind::kMosquitto: return "mosquitto.sh";
+    }
+    return "";
+  }
+  const char* PidName() const {
+    switch (kind_) {
+      case Kind::kNats: return "nats.pid";
+      case Kind::kRedis: return "redis.pid";
+      case Kind::kMosquitto: return "mosquitto.pid";
+    }
+    return "";
+  }
+  const char* DirVar() const {
+    switch (kind_) {
+      case Kind::kNats: return "WALBUS_NATS_DIR";
+      case Kind::kRedis: return "WALBUS_REDIS_DIR";
+      case Kind::kMosquitto: return "WALBUS_MQTT_DIR";
+    }
+    return "";
+  }
+  ShellResult Run(const std::string& what) {
+    return Shell(env_ + " " + DirVar() + "='" + dir_ + "' '" + std::string(kSourceDir) +
+                 "/compose/" + Script() + "' " + what + " " + std::to_string(port_) + " 2>&1");
+  }
+
+  Kind kind_;
+  int port_;
+  std::string dir_;
+  std::string env_;
+};
+
+// Waits until the slot's confirmed_flush_lsn is at least `lsn`; the last
+// value seen goes to *seen.
+inline bool WaitSlotConfirmed(Pg& pg, const std::string& slot, uint64_t lsn,
+                              milliseconds timeout, uint64_t* seen = nullptr) {
+  uint64_t last = 0;
+  bool ok = WaitUntil(
+      [&] {
+        last = pg.SlotConfirmed(slot).value_or(0);
+        return last >= lsn;
+      },
+      timeout, 100ms);
+  if (seen != nullptr) *seen = last;
+  return ok;
+}
+
+// The 32-bit xid of the caller's open transaction (assigns one if needed).
+inline uint32_t CurrentXid(Pg& pg) {
+  std::optional<std::string> v = pg.Scalar("SELECT pg_current_xact_id()::text");
+  if (!v) {
+    ADD_FAILURE() << "no pg_current_xact_id()";
+    return 0;
+  }
+  return static_cast<uint32_t>(std::strtoull(v->c_str(), nullptr, 10) & 0xFFFFFFFFull);
+}
+
+// What pgoutput (protocol 1) sends for one transaction, read through a
+// reference slot with pg_logical_slot_peek_binary_changes: independent of
+// walbus, so the expected envelope ids come from here.
+struct RefChange {
+  std::string table;  // "schema.table"
+  std::string op;     // insert | update | delete | truncate
+  // First column of the new tuple (insert/update) or of the key/old tuple
+  // (delete) in text form; nullopt for truncate or a NULL/unchanged value.
+  std::optional<std::string> first_col;
+};
+struct RefTxn {
+  uint32_t xid = 0;
+  uint64_t final_lsn = 0;   // Begin's final LSN = the commit LSN of envelope ids
+  uint64_t commit_lsn = 0;  // Commit's commit LSN (equals final_lsn)
+  uint64_t end_lsn = 0;     // Commit's end LSN: what a slot confirms for it
+  std::vector<RefChange> changes;  // in order: index = envelope seq
+  std::string Id(size_t seq) const { return Hex16(final_lsn) + ":" + std::to_string(seq); }
+};
+
+// Creates a pgoutput slot to read the reference from (before the changes).
+inline bool CreateReferenceSlot(Pg& pg, const std::string& slot) {
+  return pg.Exec("SELECT pg_create_logical_replication_slot('" + slot + "', 'pgoutput')");
+}
+
+// Reads (without consuming) every committed transaction of `publication`
+// since the slot was created. Failures are recorded; what parsed is returned.
+inline std::vector<RefTxn> PeekReference(Pg& pg, const std::string& slot,
+                                         const std::string& publication) {
+  std::vector<RefTxn> txns;
+  Rows rows = pg.Query("SELECT encode(data, 'hex') FROM pg_logical_slot_peek_binary_changes('" +
+                       slot + "', NULL, NULL, 'proto_version', '1', 'publication_names', '" +
+                       publication + "')");
+  std::map<uint32_t, std::string> relations;  // relid -> schema.table
+  RefTxn* open = nullptr;
+  for (const Row& row : rows) {
+    if (row.empty() || !row[0]) continue;
+    const std::string& hex = *row[0];
+    std::vector<uint8_t> b;
+    b.reserve(hex.size() / 2);
+    for (size_t i = 0; i + 1 < hex.size(); i += 2) {
+      b.push_back(static_cast<uint8_t>(std::strtoul(hex.substr(i, 2).c_str(), nullptr, 16)));
+    }
+    size_t p = 0;
+    bool bad = false;
+    auto need = [&](size_t n) {
+      if (p + n > b.size()) bad = true;
+      return !bad;
+    };
+    auto u8 = [&]() -> uint64_t { return need(1) ? b[p++] : 0; };
+    auto be = [&](int bytes) -> uint64_t {
+      uint64_t v = 0;
+      if (!need(static_cast<size_t>(bytes))) return 0;
+      for (int i = 0; i < bytes; ++i) v = (v << 8) | b[p++];
+      return v;
+    };
+    auto cstr = [&]() -> std::string {
+      std::string s;
+      while (p < b.size() && b[p] != 0) s.push_back(static_cast<char>(b[p++]));
+      if (p >= b.size()) bad = true;
+      ++p;
+      return s;
+    };
+    // TupleData: the first column's text value (nullopt for null/unchanged).
+    auto tuple = [&]() -> std::optional<std::string> {
+      uint64_t ncols = be(2);
+      std::optional<std::string> first;
+      for (uint64_t c = 0; c < ncols && !bad; ++c) {
+        uint64_t kind = u8();
+        if (kind == 't' || kind == 'b') {
+          uint64_t len = be(4);
+          if (!need(len)) break;
+          if (c == 0) first = std::string(b.begin() + p, b.begin() + p + len);
+          p += len;
+        }
+      }
+      return first;
+    };
+    auto change = [&](const char* op, uint32_t relid, std::optional<std::string> first) {
+      if (open == nullptr) {
+        ADD_FAILURE() << "reference: a change outside a transaction";
+        return;
+      }
+      auto it = relations.find(relid);
+      open->changes.push_back(
+          {it == relations.end() ? "?" + std::to_string(relid) : it->second, op, std::move(first)});
+    };
+    char type = static_cast<char>(u8());
+    switch (type) {
+      case 'B': {
+        txns.emplace_back();
+        open = &txns.back();
+        open->final_lsn = be(8);
+        be(8);  // commit time
+        open->xid = static_cast<uint32_t>(be(4));
+        break;
+      }
+      case 'C': {
+        u8();  // flags
+        uint64_t commit = be(8), end = be(8);
+        if (open != nullptr) {
+          open->commit_lsn = commit;
+          open->end_lsn = end;
+        }
+        open = nullptr;
+        break;
+      }
+      case 'R': {
+        uint32_t relid = static_cast<uint32_t>(be(4));
+        std::string schema = cstr();
+        std::string name = cstr();
+        relations[relid] = schema + "." + name;
+        break;
+      }
+      case 'I': {
+        uint32_t relid = static_cast<uint32_t>(be(4));
+        u8();  // 'N'
+        change("insert", relid, tuple());
+        break;
+      }
+      case 'U': {
+        uint32_t relid = static_cast<uint32_t>(be(4));
+        uint64_t kind = u8();
+        if (kind == 'K' || kind == 'O') {
+          tuple();
+          kind = u8();
+        }
+        change("update", relid, tuple());  // the 'N' tuple
+        break;
+      }
+      case 'D': {
+        uint32_t relid = static_cast<uint32_t>(be(4));
+        u8();  // 'K' or 'O'
+        change("delete", relid, tuple());
+        break;
+      }
+      case 'T': {
+        uint64_t n = be(4);
+        u8();  // options
+        for (uint64_t i = 0; i < n && !bad; ++i) {
+          change("truncate", static_cast<uint32_t>(be(4)), std::nullopt);
+        }
+        break;
+      }
+      default:
+        break;  // Type, Origin, Message: not table changes
+    }
+    if (bad) ADD_FAILURE() << "reference: truncated pgoutput message of type " << type;
+  }
+  return txns;
+}
+
+// Like PgFixture, but on PostgreSQL port `Port` (data directory
+// /tmp/walbus-be-pg-PORT) and with each test's files in /tmp/walbus-be-SUITE-TEST.
+// The lock file /tmp/walbus-be-PORT.lock serialises every test process using
+// that port, and with it the broker ports those tests use next to it.
+template <int Port>
+class PgFixtureOnPort : public ::testing::Test {
+ public:
+  static constexpr int kPort = Port;
+
+  static void SetUpTestSuite() {
+    lock_ = std::make_unique<FileLock>("/tmp/walbus-be-" + std::to_string(Port) + ".lock");
+    server_ = std::make_unique<PgServer>(Port, "/tmp/walbus-be-pg-" + std::to_string(Port));
+    server_ok_ = server_->Start();
+  }
+
+  static void TearDownTestSuite() {
+    if (server_) server_->Stop();
+    server_.reset();
+    lock_.reset();
+  }
+
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(server_ok_) << "PostgreSQL on port " << Port << " did not start";
+    const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = "/tmp/walbus-be-" + std::string(info->test_suite_name()) + "-" + info->name();
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+    std::filesystem::create_directories(dir_, ec);
+    ASSERT_FALSE(ec) << "cannot create " << dir_ << ": " << ec.message();
+    dsn_ = server_->Dsn();
+    sql_ = std::make_unique<Pg>(dsn_);
+    ASSERT_TRUE(sql_->ok());
+    Reset(*sql_);
+  }
+
+  // Drops every slot and publication and empties the public schema.
+  static void Reset(Pg& pg) {
+    pg.Exec("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+            "WHERE active_pid IS NOT NULL");
+    bool idle = WaitUntil(
+        [&] {
+          return pg.Scalar("SELECT count(*) FROM pg_replication_slots WHERE active_pid IS NOT "
+                           "NULL") == std::optional<std::string>("0");
+        },
+        10s);
+    EXPECT_TRUE(idle) << "a replication slot stayed active";
+    pg.Exec("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots");
+    pg.Exec("DO $$ DECLARE r record; BEGIN "
+            "FOR r IN SELECT pubname FROM pg_publication LOOP "
+            "EXECUTE format('DROP PUBLICATION %I', r.pubname); END LOOP; END $$");
+    pg.Exec("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public");
+  }
+
+  Pg& sql() { return *sql_; }
+  const std::string& dir() const { return dir_; }
+  const std::string& dsn() const { return dsn_; }
+
+  // Starts `walbus run -c config` (stdout/stderr in dir/TAG.out|err) and waits
+  // for its "streaming" log line.
+  bool StartRun(Child* child, const std::string& config, const std::string& tag,
+                milliseconds timeout = 20s) {
+    std::string out = dir_ + "/" + tag + ".out", err = dir_ + "/" + tag + ".err";
+    if (!child->Start({kWalbus, "run", "-c", config}, out, err)) return false;
+    bool streaming = WaitUntil(
+        [&] { return !child->Running() || Contains(ReadFile(err), "INFO streaming"); }, timeout);
+    if (!streaming || !child->Running()) {
+      ADD_FAILURE() << "walbus did not start streaming (" << tag << "); stderr:\n"
+                    << ReadFile(err);
+      return false;
+    }
+    return true;
+  }
+
+  // SIGTERM, then the exit code (nullopt when it did not stop in time).
+  std::optional<int> Stop(Child* child, milliseconds timeout = 20s) {
+    if (!child->Signal(SIGTERM)) return child->Wait(0ms);
+    return child->Wait(timeout);
+  }
+
+ private:
+  static inline std::unique_ptr<FileLock> lock_;
+  static inline std::unique_ptr<PgServer> server_;
+  static inline bool server_ok_ = false;
+
+  std::string dir_;
+  std::string dsn_;
+  std::unique_ptr<Pg> sql_;
+};
+
 }  // namespace walbus::itest
