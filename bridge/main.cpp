@@ -14,6 +14,7 @@
 #include "bridge/cli_sinks.h"
 #include "bridge/core/log.h"
 #include "bridge/core/lsn.h"
+#include "bridge/metrics_server.h"
 #include "bridge/pipeline.h"
 #include "bridge/wakeup.h"
 #include "conf/loader.h"
@@ -93,7 +94,20 @@ int Run(const conf::Config& config) {
   bridge::Pipeline pipeline(config, [&config](const std::string& db) {
     return MakeSinks(config, db);
   });
+  bridge::MetricsServer metrics;  // stopped before the pipeline it reads goes away
+  if (!config.metrics.listen.empty()) {
+    Status ms = metrics.Start(
+        config.metrics.listen,
+        [&pipeline] { return bridge::SnapshotOf(pipeline, WALBUS_VERSION); },
+        config.metrics.health_grace_ms);
+    if (!ms.ok()) {
+      g_wakeup = nullptr;
+      return Fatal(ms);
+    }
+    log::Info("metrics listening", {{"listen", config.metrics.listen}});
+  }
   Status st = pipeline.Run(&g_stop, &wakeup);
+  metrics.Stop();
   g_wakeup = nullptr;
   if (!st.ok()) return Fatal(st);
   return kExitOk;

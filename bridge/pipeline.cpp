@@ -663,6 +663,7 @@ Status Pipeline::Run(const std::atomic<bool>* stop, Wakeup* wakeup) {
   }
 
   int backoff = 0;
+  Lsn confirmed_at_failure = 0;
   int64_t last_standby_log = -1;
   while (!stop_->load()) {
     Status st = prepared_ ? Status::Ok() : Prepare();
@@ -680,7 +681,6 @@ Status Pipeline::Run(const std::atomic<bool>* stop, Wakeup* wakeup) {
       st = StartStream();
     }
     if (st.ok()) {
-      backoff = 0;
       st = Stream();
       if (st.ok()) {  // stop requested
         stats_.state.store(PipelineStats::kStopped);
@@ -732,6 +732,11 @@ Status Pipeline::Run(const std::atomic<bool>* stop, Wakeup* wakeup) {
       prepared_ = false;  // the server may have restarted: re-check everything
       sql_.reset();
     }
+    // The back-off starts over only when something was delivered since the
+    // previous failure: an event that breaks the connection every time is
+    // retried ever more slowly (up to 30 s), not in a hot loop.
+    if (tracker_->confirmed() > confirmed_at_failure) backoff = 0;
+    confirmed_at_failure = tracker_->confirmed();
     backoff = NextBackoff(backoff);
     log::Warn(std::string(sink_failed ? "sink failed" : "PostgreSQL unavailable") +
                   (tracker_->confirmed() != 0 ? ", resuming from the confirmed LSN after a pause"

@@ -67,6 +67,10 @@ struct SinkConfig {
 
 struct MetricsConfig {
   std::string listen = "127.0.0.1:9187";   // "" turns it off
+  // How long PostgreSQL or a sink may stay unreachable before /healthz says 503.
+  uint32_t health_grace_ms = 30000;          // 0 .. 3600000
+  // Retained WAL (bytes behind the slot) above which walbus warns; 0 = off.
+  uint64_t retained_wal_warn_bytes = 1073741824;  // 1 GiB
 };
 
 struct Config {

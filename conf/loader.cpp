@@ -28,7 +28,8 @@ constexpr std::string_view kSourceKeys[] = {
     "dsn",      "slot",     "publication",        "tables",   "create_slot", "create_publication",
     "snapshot", "messages", "status_interval_ms", "standby_retry_ms"};
 constexpr std::string_view kEnvelopeKeys[] = {"numeric", "bytea"};
-constexpr std::string_view kMetricsKeys[] = {"listen"};
+constexpr std::string_view kMetricsKeys[] = {"listen", "health_grace_ms",
+                                               "retained_wal_warn_bytes"};
 
 enum SinkTypeBit : unsigned {
   kStdout = 1u << 0,
@@ -807,6 +808,17 @@ Status Loader::LoadMetrics(const toml::key& key, const toml::node& n) {
   }
   for (const Entry& e : InDocumentOrder(*t)) {
     std::string_view k = e.key->str();
+    if (k == "health_grace_ms") {
+      WALBUS_RETURN_IF_ERROR(GetUint(*e.node, "metrics.health_grace_ms", 0, 3'600'000,
+                                     &config_.metrics.health_grace_ms));
+      continue;
+    }
+    if (k == "retained_wal_warn_bytes") {
+      WALBUS_RETURN_IF_ERROR(GetUint(*e.node, "metrics.retained_wal_warn_bytes", 0,
+                                     std::numeric_limits<int64_t>::max(),
+                                     &config_.metrics.retained_wal_warn_bytes));
+      continue;
+    }
     if (k != "listen") return Unknown(*e.key, "[metrics]", kMetricsKeys);
     std::string& listen = config_.metrics.listen;
     WALBUS_RETURN_IF_ERROR(GetString(*e.node, "metrics.listen", &listen));

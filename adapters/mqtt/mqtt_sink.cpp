@@ -649,14 +649,89 @@ void MqttSink::IoLoop() {
     std::string why = Prefix() + ": " + what;
     std::string oldest = OldestOutstanding();
     if (!oldest.empty()) why += " (oldest unacknowledged: " + oldest + ")";
+    // A broker that drops the connection every time one event is published
+    // (the same event is the oldest unacknowledged at each loss, after each
+    // reconnect and re-publish) is refusing that event for good: mosquitto 2.0
+    // closes the connection after a PUBLISH over message_size_limit, and its
+    // PUBACK 0x95 can be lost to the reset.
+    bool lost = what.rfind("connection lost", 0) == 0;
+    if (lost && !oldest.empty() && oldest == loss_event_) {
+      ++loss_count_;
+    } else {
+      loss_event_ = lost ? oldest : std::string();
+      loss_count_ = lost ? 1 : 0;
+    }
+    if (loss_count_ >= kLossesMeaningRefusal) {
+      ReportFailure(Status::Permanent(
+          Prefix() + ": the broker closed the connection " + std::to_string(loss_count_) +
+          " times in a row while " + oldest +
+          " was the oldest unacknowledged: it refuses that event (for mosquitto, check "
+          "message_size_limit); last error: " + what));
+      return;
+    }
     ReportFailure(Status::Unavailable(why));
+  };
+
+  // Reads and handles everything the socket holds. False: the loop must end
+  // (a failure was reported, or the broker refused something for good).
+  auto read_input = [&]() -> bool {
+    for (;;) {
+      ssize_t r = t.Read(read_chunk_, sizeof read_chunk_);
+      if (r == 0) break;
+      if (r < 0) {
+        FlushAcks();
+        if (!failed_.load()) fail("connection lost: " + t.error());
+        return false;
+      }
+      std::string_view data;
+      if (in_buf_.empty()) {
+        data = std::string_view(read_chunk_, static_cast<size_t>(r));
+      } else {
+        in_buf_.append(read_chunk_, static_cast<size_t>(r));
+        data = in_buf_;
+      }
+      for (;;) {
+        uint8_t header;
+        std::string_view body;
+        size_t size;
+        int rc = NextPacket(data, &header, &body, &size);
+        if (rc < 0) {
+          FlushAcks();
+          fail("malformed packet from the broker");
+          return false;
+        }
+        if (rc == 0) break;
+        if (!HandlePacket(header, body)) {
+          FlushAcks();
+          return false;
+        }
+        data.remove_prefix(size);
+      }
+      if (data.empty()) {
+        in_buf_.clear();
+      } else if (in_buf_.empty()) {
+        in_buf_.assign(data);
+      } else {
+        in_buf_.erase(0, in_buf_.size() - data.size());
+      }
+    }
+    FlushAcks();
+    return true;
   };
 
   while (!stop_.load(std::memory_order_relaxed)) {
     // Write what is queued.
     while (out_off < out_buf_.size()) {
       ssize_t w = t.Write(out_buf_.data() + out_off, out_buf_.size() - out_off);
-      if (w < 0) return fail("connection lost: " + t.error());
+      if (w < 0) {
+        // The broker may have answered (a PUBACK refusing an event, a
+        // DISCONNECT with a reason) before closing: read that first, so a
+        // refusal for good is reported as such and not retried.
+        std::string error = t.error();
+        if (!read_input()) return;
+        if (!failed_.load()) fail("connection lost: " + error);
+        return;
+      }
       if (w == 0) break;
       out_off += static_cast<size_t>(w);
       last_write = Clock::now();
@@ -719,46 +794,7 @@ void MqttSink::IoLoop() {
       fds[0].revents |= POLLIN;
     }
     if (fds[0].revents != 0) {
-      for (;;) {
-        ssize_t r = t.Read(read_chunk_, sizeof read_chunk_);
-        if (r == 0) break;
-        if (r < 0) {
-          FlushAcks();
-          if (!failed_.load()) fail("connection lost: " + t.error());
-          return;
-        }
-        std::string_view data;
-        if (in_buf_.empty()) {
-          data = std::string_view(read_chunk_, static_cast<size_t>(r));
-        } else {
-          in_buf_.append(read_chunk_, static_cast<size_t>(r));
-          data = in_buf_;
-        }
-        for (;;) {
-          uint8_t header;
-          std::string_view body;
-          size_t size;
-          int rc = NextPacket(data, &header, &body, &size);
-          if (rc < 0) {
-            FlushAcks();
-            return fail("malformed packet from the broker");
-          }
-          if (rc == 0) break;
-          if (!HandlePacket(header, body)) {
-            FlushAcks();
-            return;
-          }
-          data.remove_prefix(size);
-        }
-        if (data.empty()) {
-          in_buf_.clear();
-        } else if (in_buf_.empty()) {
-          in_buf_.assign(data);
-        } else {
-          in_buf_.erase(0, in_buf_.size() - data.size());
-        }
-      }
-      FlushAcks();
+      if (!read_input()) return;
     }
   }
 }

@@ -150,6 +150,11 @@ class MqttSink final : public Sink {
   char read_chunk_[64 * 1024];
   bool ping_outstanding_ = false;
   bool partial_write_ = false;       // read by Close after the join
+  // Consecutive connection losses with the same oldest unacknowledged event,
+  // across reconnects (I/O threads only; handed over by join).
+  static constexpr int kLossesMeaningRefusal = 3;
+  std::string loss_event_;
+  int loss_count_ = 0;
   uint64_t acked_seq_ = 0;           // every event with seq <= this is acknowledged
   uint64_t ack_through_ = 0;         // its ticket, not yet reported
   bool in_order_ = true;             // acks came in publish order so far

@@ -291,6 +291,40 @@ listen = ""
   EXPECT_EQ(r->metrics.listen, "");
 }
 
+TEST(ConfigLoad, MetricsGraceAndRetainedWal) {
+  struct Case {
+    const char* metrics;  // the [metrics] table's lines
+    uint32_t grace_ms;
+    uint64_t warn_bytes;
+  };
+  const Case cases[] = {
+      {"", 30000, 1073741824},
+      {"health_grace_ms = 0\n", 0, 1073741824},
+      {"health_grace_ms = 2000\n", 2000, 1073741824},
+      {"health_grace_ms = 3600000\n", 3600000, 1073741824},
+      {"retained_wal_warn_bytes = 0\n", 30000, 0},
+      {"retained_wal_warn_bytes = 10_737_418_240\n", 30000, 10737418240ull},
+      {"listen = \"\"\nhealth_grace_ms = 5000\nretained_wal_warn_bytes = 1\n", 5000, 1},
+  };
+  for (const Case& c : cases) {
+    std::string text = std::string("[source]\ndsn = \"dbname=shop\"\n"
+                                   "[[sink]]\nname = \"out\"\ntype = \"stdout\"\n"
+                                   "[metrics]\n") + c.metrics;
+    Result<Config> r = ParseConfig(text, "m.toml", kNoEnv);
+    ASSERT_TRUE(r.ok()) << c.metrics << r.status().ToString();
+    EXPECT_EQ(r->metrics.health_grace_ms, c.grace_ms) << c.metrics;
+    EXPECT_EQ(r->metrics.retained_wal_warn_bytes, c.warn_bytes) << c.metrics;
+  }
+  // Without a [metrics] table at all: the defaults.
+  Result<Config> r = ParseConfig("[source]\ndsn = \"dbname=shop\"\n"
+                                 "[[sink]]\nname = \"out\"\ntype = \"stdout\"\n",
+                                 "m.toml", kNoEnv);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->metrics.listen, "127.0.0.1:9187");
+  EXPECT_EQ(r->metrics.health_grace_ms, 30000u);
+  EXPECT_EQ(r->metrics.retained_wal_warn_bytes, 1073741824u);
+}
+
 TEST(ConfigLoad, InlineArrayOfSinkTablesIsAccepted) {
   const char* text = R"(
 source = { dsn = "dbname=shop" }
@@ -511,6 +545,22 @@ const BadCase kBadCases[] = {
     {"metrics_no_host", SRC OUT "[metrics]\nlisten = \":9187\"\n", "7:10", "the host is missing"},
     {"metrics_listen_int", SRC OUT "[metrics]\nlisten = 9187\n", "7:10",
      "metrics.listen must be a string, got an integer; put it in quotes"},
+    {"metrics_grace_negative", SRC OUT "[metrics]\nhealth_grace_ms = -1\n", "7:19",
+     "metrics.health_grace_ms must be from 0 to 3600000, got -1"},
+    {"metrics_grace_too_big", SRC OUT "[metrics]\nhealth_grace_ms = 3600001\n", "7:19",
+     "metrics.health_grace_ms must be from 0 to 3600000, got 3600001"},
+    {"metrics_grace_quoted", SRC OUT "[metrics]\nhealth_grace_ms = \"30000\"\n", "7:19",
+     "metrics.health_grace_ms must be an integer, got a string; write 30000 without quotes"},
+    {"metrics_grace_float", SRC OUT "[metrics]\nhealth_grace_ms = 2.5\n", "7:19",
+     "metrics.health_grace_ms must be an integer, got a floating-point number"},
+    {"metrics_grace_typo", SRC OUT "[metrics]\nhelth_grace_ms = 100\n", "7:1",
+     "unknown key 'helth_grace_ms' in [metrics]; did you mean 'health_grace_ms'?"},
+    {"metrics_grace_in_source", SRC "health_grace_ms = 100\n" OUT, "3:1",
+     "unknown key 'health_grace_ms' in [source]; it belongs in [metrics]"},
+    {"metrics_retained_negative", SRC OUT "[metrics]\nretained_wal_warn_bytes = -1\n", "7:27",
+     "metrics.retained_wal_warn_bytes must be at least 0, got -1"},
+    {"metrics_retained_string", SRC OUT "[metrics]\nretained_wal_warn_bytes = \"1GiB\"\n", "7:27",
+     "metrics.retained_wal_warn_bytes must be an integer, got a string"},
     // --- [[sink]] common
     {"sink_no_name", SRC "[[sink]]\ntype = \"stdout\"\n", "3:1", "[[sink]] #1 has no name"},
     {"sink_bad_name", SRC "[[sink]]\nname = \"my sink\"\ntype = \"stdout\"\n", "4:8",
