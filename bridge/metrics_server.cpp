@@ -1,15 +1,9 @@
 #include "bridge/metrics_server.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <poll.h>
+#include <httplib.h>
 #include <pthread.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <sys/types.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <charconv>
@@ -127,84 +121,8 @@ std::string Unreachable(std::string_view what, int64_t for_ms, std::string_view 
 
 // --- HTTP -----------------------------------------------------------------
 
-constexpr size_t kMaxConnections = 32;
-constexpr size_t kMaxRequestHead = 8192;
-constexpr int64_t kRequestTimeoutMs = 5000;
-
-const char* Reason(int status) {
-  switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 431: return "Request Header Fields Too Large";
-    case 503: return "Service Unavailable";
-  }
-  return "Error";
-}
-
-std::string HttpResponse(int status, std::string_view content_type, std::string_view body,
-                         bool head_only, std::string_view extra_headers = "") {
-  std::string r = "HTTP/1.1 " + std::to_string(status) + " " + Reason(status) + "\r\n";
-  r += "Content-Type: ";
-  r += content_type;
-  r += "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
-  r += "Cache-Control: no-store\r\nConnection: close\r\n";
-  r += extra_headers;
-  r += "\r\n";
-  if (!head_only) r += body;
-  return r;
-}
-
-constexpr std::string_view kTextPlain = "text/plain; charset=utf-8";
-constexpr std::string_view kExposition = "text/plain; version=0.0.4; charset=utf-8";
-
-// Answers one request whose head (request line and headers) is `head`.
-std::string Respond(std::string_view head, const MetricsServer::SnapshotFn& snapshot,
-                    int64_t grace_ms) {
-  std::string_view line = head.substr(0, head.find('\n'));
-  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-  size_t sp1 = line.find(' ');
-  size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
-  if (sp2 == std::string_view::npos || line.find(' ', sp2 + 1) != std::string_view::npos ||
-      line.substr(sp2 + 1, 7) != "HTTP/1.") {
-    return HttpResponse(400, kTextPlain, "bad request\n", false);
-  }
-  std::string_view method = line.substr(0, sp1);
-  std::string_view path = line.substr(sp1 + 1, sp2 - sp1 - 1);
-  path = path.substr(0, path.find_first_of("?#"));
-  bool head_only = method == "HEAD";
-  if (path != "/metrics" && path != "/healthz") {
-    return HttpResponse(404, kTextPlain, "not found; try /metrics or /healthz\n", head_only);
-  }
-  if (method != "GET" && !head_only) {
-    return HttpResponse(405, kTextPlain, "method not allowed; use GET\n", false,
-                        "Allow: GET, HEAD\r\n");
-  }
-  MetricsSnapshot s = snapshot();
-  if (path == "/metrics") return HttpResponse(200, kExposition, RenderMetrics(s), head_only);
-  Health h = CheckHealth(s, grace_ms);
-  return HttpResponse(h.status, kTextPlain, h.body + "\n", head_only);
-}
-
-// The end of the request head ("\r\n\r\n", or "\n\n" from a lax client).
-size_t HeadEnd(std::string_view in) {
-  size_t crlf = in.find("\r\n\r\n");
-  size_t lf = in.find("\n\n");
-  return std::min(crlf, lf);
-}
-
-constexpr int64_t kLingerMs = 1000;
-
-struct Conn {
-  enum Phase { kReading, kWriting, kLingering };
-  int fd = -1;
-  Phase phase = kReading;
-  std::string in;
-  std::string out;
-  size_t sent = 0;
-  int64_t deadline_ms = 0;
-};
+constexpr const char* kTextPlain = "text/plain; charset=utf-8";
+constexpr const char* kExposition = "text/plain; version=0.0.4; charset=utf-8";
 
 // Splits a validated "host:port" / "[v6]:port".
 void SplitHostPort(const std::string& listen, std::string* host, std::string* port) {
@@ -401,196 +319,85 @@ Health CheckHealth(const MetricsSnapshot& s, int64_t grace_ms) {
 
 // --- server -----------------------------------------------------------------
 
+MetricsServer::MetricsServer() = default;
 MetricsServer::~MetricsServer() { Stop(); }
 
 Status MetricsServer::Start(const std::string& listen, SnapshotFn snapshot,
                             int64_t health_grace_ms) {
   Stop();
-  std::string host, port;
-  SplitHostPort(listen, &host, &port);
+  std::string host, port_text;
+  SplitHostPort(listen, &host, &port_text);
   const std::string where = "metrics.listen " + listen;
-  struct addrinfo hints;
-  std::memset(&hints, 0, sizeof hints);
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  struct addrinfo* found = nullptr;
-  int gai = getaddrinfo(host.c_str(), port.c_str(), &hints, &found);
-  if (gai != 0) {
-    return Status::FailedPrecondition(where + ": cannot resolve " + host + ": " +
-                                      gai_strerror(gai) +
-                                      "; set [metrics] listen to an address of this host or \"\"");
-  }
-  std::unique_ptr<struct addrinfo, decltype(&freeaddrinfo)> addrs(found, &freeaddrinfo);
-  int fd = -1;
-  int first_errno = 0;
-  bool in_use = false;
-  for (struct addrinfo* a = addrs.get(); a != nullptr && fd < 0; a = a->ai_next) {
-    int s = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
-    if (s < 0) {
-      if (first_errno == 0) first_errno = errno;
-      continue;
-    }
-    // SO_REUSEADDR only allows a restart over TIME_WAIT connections. Not
-    // SO_REUSEPORT: a second walbus on the same port must fail, not share it.
+  snapshot_ = std::move(snapshot);
+  grace_ms_ = health_grace_ms;
+  server_ = std::make_unique<httplib::Server>();
+  httplib::Server& srv = *server_;
+  // SO_REUSEADDR only (a restart over TIME_WAIT); not httplib's default
+  // SO_REUSEPORT: a second walbus on the same port must fail, not share it.
+  srv.set_socket_options([](socket_t sock) {
     int yes = 1;
-    setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-    if (::bind(s, a->ai_addr, a->ai_addrlen) != 0 || ::listen(s, 64) != 0) {
-      int e = errno;
-      if (first_errno == 0) first_errno = e;
-      in_use = in_use || e == EADDRINUSE;
-      ::close(s);
-      continue;
-    }
-    fd = s;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
+  srv.set_keep_alive_max_count(1);
+  // Scrapers send their request at once; a short read timeout also bounds
+  // how long Stop() waits for a connection that never sends one.
+  srv.set_read_timeout(0, 500000);
+  srv.set_write_timeout(5, 0);
+  srv.set_keep_alive_timeout(1);
+  srv.new_task_queue = [] { return new httplib::ThreadPool(2); };
+  srv.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_header("Cache-Control", "no-store");
+    res.set_content(RenderMetrics(snapshot_()), kExposition);
+  });
+  srv.Get("/healthz", [this](const httplib::Request&, httplib::Response& res) {
+    Health h = CheckHealth(snapshot_(), grace_ms_);
+    res.status = h.status;
+    res.set_header("Cache-Control", "no-store");
+    res.set_content(h.body + "\n", kTextPlain);
+  });
+  auto not_allowed = [](const httplib::Request&, httplib::Response& res) {
+    res.status = 405;
+    res.set_header("Allow", "GET, HEAD");
+    res.set_content("method not allowed; use GET\n", kTextPlain);
+  };
+  for (const char* path : {"/metrics", "/healthz"}) {
+    srv.Post(path, not_allowed);
+    srv.Put(path, not_allowed);
+    srv.Delete(path, not_allowed);
+    srv.Patch(path, not_allowed);
   }
-  if (fd < 0) {
-    if (in_use) {
+  srv.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+    if (res.status == 404) res.set_content("not found; try /metrics or /healthz\n", kTextPlain);
+  });
+
+  int port = std::atoi(port_text.c_str());
+  errno = 0;
+  if (!srv.bind_to_port(host, port)) {
+    int e = errno;
+    server_.reset();
+    if (e == EADDRINUSE) {
       return Status::FailedPrecondition(where +
                                         ": address already in use; set [metrics] listen to "
                                         "another port or \"\"");
     }
-    std::string fix = first_errno == EACCES
+    std::string fix = e == EACCES
                           ? "; ports below 1024 need privileges: use another port or \"\""
                           : "; set [metrics] listen to an address of this host (0.0.0.0 for "
                             "all) or \"\"";
-    return Status::FailedPrecondition(where + ": cannot listen: " + std::strerror(first_errno) +
-                                      fix);
+    return Status::FailedPrecondition(where + ": cannot listen" +
+                                      (e != 0 ? std::string(": ") + std::strerror(e) : "") + fix);
   }
-  int wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (wake < 0) {
-    int e = errno;
-    ::close(fd);
-    return Status::FailedPrecondition(where + ": eventfd: " + std::strerror(e));
-  }
-  listen_fd_ = fd;
-  wake_fd_ = wake;
-  snapshot_ = std::move(snapshot);
-  grace_ms_ = health_grace_ms;
-  stop_.store(false);
-  thread_ = std::thread([this] { Serve(); });
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "walbus-metrics");
+    server_->listen_after_bind();
+  });
   return Status::Ok();
 }
 
 void MetricsServer::Stop() {
-  if (thread_.joinable()) {
-    stop_.store(true);
-    uint64_t one = 1;
-    // A full eventfd counter still wakes the thread; the result is moot.
-    ssize_t ignored = ::write(wake_fd_, &one, sizeof one);
-    (void)ignored;
-    thread_.join();
-  }
-  if (listen_fd_ >= 0) ::close(listen_fd_);
-  if (wake_fd_ >= 0) ::close(wake_fd_);
-  listen_fd_ = -1;
-  wake_fd_ = -1;
-}
-
-void MetricsServer::Serve() {
-  pthread_setname_np(pthread_self(), "walbus-metrics");
-  std::vector<Conn> conns;
-  std::vector<struct pollfd> fds;
-  int64_t next_error_log_ms = 0;
-  while (!stop_.load()) {
-    fds.clear();
-    fds.push_back({wake_fd_, POLLIN, 0});
-    fds.push_back({listen_fd_, static_cast<short>(conns.size() < kMaxConnections ? POLLIN : 0), 0});
-    int64_t now = MonotonicMs();
-    int timeout = -1;
-    for (const Conn& c : conns) {
-      fds.push_back({c.fd, static_cast<short>(c.phase == Conn::kWriting ? POLLOUT : POLLIN), 0});
-      int64_t left = std::max<int64_t>(0, c.deadline_ms - now);
-      if (timeout < 0 || left < timeout) timeout = static_cast<int>(left);
-    }
-    int n = poll(fds.data(), fds.size(), timeout);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      // ENOMEM and the like: transient; try again shortly.
-      if (MonotonicMs() >= next_error_log_ms) {
-        log::Warn("metrics server: poll failed", {{"reason", std::strerror(errno)}});
-        next_error_log_ms = MonotonicMs() + 60000;
-      }
-      poll(nullptr, 0, 100);
-      continue;
-    }
-    if (stop_.load()) break;
-
-    now = MonotonicMs();
-    for (size_t i = 0; i < conns.size(); ++i) {
-      Conn& c = conns[i];
-      short ev = fds[i + 2].revents;
-      bool done = false;
-      if (c.phase != Conn::kWriting && (ev & (POLLIN | POLLERR | POLLHUP))) {
-        char buf[4096];
-        ssize_t r = ::recv(c.fd, buf, sizeof buf, 0);
-        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
-          done = true;  // the peer closed: before a whole request, or after our answer
-        } else if (r > 0 && c.phase == Conn::kReading) {
-          c.in.append(buf, static_cast<size_t>(r));
-          size_t end = HeadEnd(c.in);
-          if (end != std::string::npos && end <= kMaxRequestHead) {
-            c.out = Respond(std::string_view(c.in).substr(0, end), snapshot_, grace_ms_);
-            c.phase = Conn::kWriting;
-          } else if (c.in.size() > kMaxRequestHead) {
-            c.out = HttpResponse(431, kTextPlain, "request head too large\n", false);
-            c.phase = Conn::kWriting;
-          }
-        }
-      }
-      if (c.phase == Conn::kWriting && !done) {
-        while (c.sent < c.out.size()) {
-          ssize_t w = ::send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
-          if (w > 0) {
-            c.sent += static_cast<size_t>(w);
-          } else if (w < 0 && errno == EINTR) {
-            continue;
-          } else {
-            done = w < 0 && errno != EAGAIN;
-            break;
-          }
-        }
-        if (!done && c.sent == c.out.size()) {
-          // Lingering close: closing with unread request bytes would send a
-          // reset that can destroy the answer in the client's buffer, so
-          // half-close and read until the client closes (or a second passes).
-          ::shutdown(c.fd, SHUT_WR);
-          c.phase = Conn::kLingering;
-          c.in.clear();
-          c.out.clear();
-          c.deadline_ms = std::min(c.deadline_ms, now + kLingerMs);
-        }
-      }
-      if (!done && now >= c.deadline_ms) done = true;  // too slow: drop it
-      if (done) {
-        ::close(c.fd);
-        c.fd = -1;
-      }
-    }
-    conns.erase(std::remove_if(conns.begin(), conns.end(), [](const Conn& c) { return c.fd < 0; }),
-                conns.end());
-
-    if (fds[1].revents & POLLIN) {
-      while (conns.size() < kMaxConnections) {
-        int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-          if (errno == EINTR || errno == ECONNABORTED) continue;
-          if (errno != EAGAIN && MonotonicMs() >= next_error_log_ms) {
-            // EMFILE and the like: the listening socket stays; try again later.
-            log::Warn("metrics server: accept failed", {{"reason", std::strerror(errno)}});
-            next_error_log_ms = MonotonicMs() + 60000;
-          }
-          if (errno != EAGAIN) poll(nullptr, 0, 100);  // do not spin on a full fd table
-          break;
-        }
-        Conn c;
-        c.fd = fd;
-        c.deadline_ms = MonotonicMs() + kRequestTimeoutMs;
-        conns.push_back(std::move(c));
-      }
-    }
-  }
-  for (Conn& c : conns) ::close(c.fd);
+  if (server_) server_->stop();
+  if (thread_.joinable()) thread_.join();
+  server_.reset();
 }
 
 }  // namespace walbus::bridge
