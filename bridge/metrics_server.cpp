@@ -151,6 +151,7 @@ MetricsSnapshot SnapshotOf(Pipeline& pipeline, std::string_view version) {
   s.server_wal_end = st.server_wal_end.load(std::memory_order_relaxed);
   s.confirmed_commit_time_us = st.confirmed_commit_time_us.load(std::memory_order_relaxed);
   s.pg_reconnects = st.pg_reconnects.load(std::memory_order_relaxed);
+  s.retained_wal_bytes = st.retained_wal_bytes.load(std::memory_order_relaxed);
   s.role = st.role.load();
   s.state = st.state.load();
   s.pg_down_since_ms = st.pg_down_since_ms.load();
@@ -246,6 +247,13 @@ std::string RenderMetrics(const MetricsSnapshot& s) {
            "Now minus the commit time of the newest confirmed transaction while behind; 0 "
            "when caught up.");
   x.Sample("walbus_lag_seconds", {}, Number(LagSeconds(s)));
+  x.Family("walbus_retained_wal_bytes", "gauge",
+           "WAL the replication slot holds on the server (current WAL LSN minus restart_lsn), "
+           "read every 15 s; absent until first read.");
+  if (s.retained_wal_bytes >= 0) {
+    x.Sample("walbus_retained_wal_bytes", {},
+             Number(static_cast<uint64_t>(s.retained_wal_bytes)));
+  }
 
   x.Family("walbus_in_flight", "gauge", "Events handed to the sink and not yet acknowledged.");
   for (const SinkMetrics& m : s.sinks) {

@@ -61,6 +61,7 @@ struct MetricsSnapshot {
   int64_t now_us = 0;  // the same clock as confirmed_commit_time_us
   int64_t now_ms = 0;  // MonotonicMs(): the clock of the *_down_since_ms fields
   uint64_t pg_reconnects = 0;
+  int64_t retained_wal_bytes = -1;  // -1 = not read yet
   int role = 0;
   int state = PipelineStats::kStarting;
   int64_t pg_down_since_ms = 0;  // 0 = reachable

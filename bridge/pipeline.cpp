@@ -336,6 +336,31 @@ void Pipeline::MaybeLogLag() {
                        {"server_wal_end", FormatLsn(end)}});
 }
 
+void Pipeline::MaybeCheckRetainedWal() {
+  int64_t now = MonotonicMs();
+  if (now < next_retained_check_ms_ || !sql_) return;
+  next_retained_check_ms_ = now + 15000;
+  Result<pgwire::Rows> rows = pgwire::Query(
+      sql_.get(), "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "
+                  "FROM pg_replication_slots WHERE slot_name = " +
+                      pgwire::QuoteLiteral(sql_.get(), config_.source.slot));
+  // Best effort: an error here is not a reason to stop streaming; the
+  // replication connection reports real trouble.
+  if (!rows.ok() || rows->empty() || !(*rows)[0][0]) return;
+  int64_t retained = std::atoll((*rows)[0][0]->c_str());
+  stats_.retained_wal_bytes.store(retained, std::memory_order_relaxed);
+  uint64_t limit = config_.metrics.retained_wal_warn_bytes;
+  if (limit != 0 && retained > static_cast<int64_t>(limit) && now >= next_retained_warn_ms_) {
+    next_retained_warn_ms_ = now + 60000;
+    log::Warn("the replication slot retains more WAL than metrics.retained_wal_warn_bytes: "
+              "walbus is behind or a sink is down, and the server's disk fills until it "
+              "catches up (see `walbus slot status`)",
+              {{"slot", config_.source.slot},
+               {"retained_bytes", std::to_string(retained)},
+               {"limit_bytes", std::to_string(limit)}});
+  }
+}
+
 bool Pipeline::Paused() {
   if (!paused_) {
     for (const SinkSlot& s : sinks_) {
@@ -388,6 +413,7 @@ Status Pipeline::MaybeSendStatus(bool force, bool reply) {
                                         std::memory_order_relaxed);
   next_status_ms_ = now + config_.source.status_interval_ms;
   MaybeLogLag();
+  MaybeCheckRetainedWal();
   if (confirmed != last_sent_flush_) {
     log::Debug("confirming", {{"lsn", FormatLsn(confirmed)}});
   }

@@ -43,6 +43,9 @@ struct PipelineStats {
   std::atomic<uint64_t> server_wal_end{0};
   std::atomic<int64_t> confirmed_commit_time_us{0};
   std::atomic<uint64_t> pg_reconnects{0};
+  // WAL the slot holds on the server (current WAL LSN − restart_lsn), read
+  // every 15 s; -1 until known.
+  std::atomic<int64_t> retained_wal_bytes{-1};
   std::atomic<int> role{0};  // 1 streaming, 0 standby / not connected
   enum State : int { kStarting = 0, kStreaming, kStandby, kRetrying, kStopped };
   std::atomic<int> state{kStarting};
@@ -113,6 +116,7 @@ class Pipeline {
   void PrepareTable(TableInfo* t);
   void NoteError(const Status& st);
   void MaybeLogLag();
+  void MaybeCheckRetainedWal();
 
   conf::Config config_;
   SinkFactory make_sinks_;
@@ -139,6 +143,8 @@ class Pipeline {
   bool prepared_ = false;
   bool paused_ = false;
   int64_t next_lag_log_ms_ = 0;
+  int64_t next_retained_check_ms_ = 0;
+  int64_t next_retained_warn_ms_ = 0;
   Lsn begin_final_lsn_ = 0;
 };
 

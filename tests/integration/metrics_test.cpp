@@ -222,7 +222,7 @@ std::string ProcLoopback(int port) {
 class Metrics : public PgFixtureOnPort<55470> {
  protected:
   std::string WriteWalbusConfig(const std::string& name, const std::string& listen,
-                                int grace_ms = 2000) {
+                                int grace_ms = 2000, const std::string& extra_metrics = "") {
     std::string path = dir() + "/" + name + ".toml";
     WriteFile(path, "[source]\n"
                     "dsn = \"" + dsn() + "\"\n"
@@ -234,7 +234,7 @@ class Metrics : public PgFixtureOnPort<55470> {
                     "\n[[sink]]\nname = \"redis\"\ntype = \"redis\"\n"
                     "url = \"redis://127.0.0.1:" + std::to_string(kRedisPort) + "\"\n"
                     "\n[metrics]\nlisten = \"" + listen + "\"\n"
-                    "health_grace_ms = " + std::to_string(grace_ms) + "\n");
+                    "health_grace_ms = " + std::to_string(grace_ms) + "\n" + extra_metrics);
     return path;
   }
 };
@@ -611,6 +611,40 @@ TEST_F(Metrics, HttpEdges) {
   server.Stop();
   EXPECT_LT(SecondsSince(t), 2.0);  // bounded by the 0.5 s request read timeout
   EXPECT_FALSE(Http(kSparePort, "/healthz", "GET", 1s).has_value());
+}
+
+}  // namespace
+}  // namespace walbus::itest
+
+namespace walbus::itest {
+namespace {
+
+// The stuck-slot warning: the WAL the slot retains is exported and, above
+// [metrics] retained_wal_warn_bytes, logged as a warning.
+TEST_F(Metrics, RetainedWalIsExportedAndWarnedAboveTheLimit) {
+  ComposeBroker redis(ComposeBroker::Kind::kRedis, kRedisPort,
+                      "/tmp/walbus-metrics-redis-" + std::to_string(kRedisPort));
+  ASSERT_TRUE(redis.Start());
+  std::string cfg = WriteWalbusConfig("retained", Listen(kMetricsPort), 2000,
+                                      "retained_wal_warn_bytes = 1024\n");
+  Child walbus;
+  ASSERT_TRUE(StartRun(&walbus, cfg, "retained"));
+  Pg pg(dsn());
+  // Some WAL the slot has to keep until walbus confirms past it.
+  ASSERT_TRUE(pg.Exec("CREATE TABLE IF NOT EXISTS public.retained(id int primary key, v text);"
+                      "INSERT INTO public.retained SELECT g, repeat('x', 200) FROM "
+                      "generate_series(1, 2000) g"));
+  std::optional<double> retained;
+  for (int i = 0; i < 100 && !retained; ++i) {
+    std::optional<Scrape> s = ScrapeMetrics(kMetricsPort);
+    if (s && s->Has("walbus_retained_wal_bytes")) retained = s->Get("walbus_retained_wal_bytes");
+    if (!retained) std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_TRUE(retained.has_value()) << "walbus_retained_wal_bytes never appeared";
+  EXPECT_GT(*retained, 1024);
+  EXPECT_TRUE(Contains(walbus.err(), "retains more WAL than metrics.retained_wal_warn_bytes"))
+      << walbus.err();
+  EXPECT_EQ(Stop(&walbus), std::optional<int>(0)) << walbus.err();
 }
 
 }  // namespace

@@ -96,6 +96,7 @@ MetricsSnapshot Example() {
   s.confirmed_commit_time_us = 10'000'000;
   s.now_us = 10'250'000;
   s.pg_reconnects = 2;
+  s.retained_wal_bytes = 4096;
   s.role = 1;
   s.state = PipelineStats::kStreaming;
   SinkMetrics out = Sink("out");
@@ -150,6 +151,10 @@ TEST(MetricsFormat, RendersTheWholeExample) {
       "while behind; 0 when caught up.\n"
       "# TYPE walbus_lag_seconds gauge\n"
       "walbus_lag_seconds 0.25\n"
+      "# HELP walbus_retained_wal_bytes WAL the replication slot holds on the server (current "
+      "WAL LSN minus restart_lsn), read every 15 s; absent until first read.\n"
+      "# TYPE walbus_retained_wal_bytes gauge\n"
+      "walbus_retained_wal_bytes 4096\n"
       "# HELP walbus_in_flight Events handed to the sink and not yet acknowledged.\n"
       "# TYPE walbus_in_flight gauge\n"
       "walbus_in_flight{sink=\"out\"} 3\n"
@@ -187,6 +192,7 @@ TEST(MetricsFormat, EveryFamilyHasHelpAndTheRightType) {
       {"walbus_confirmed_lsn", "gauge"},
       {"walbus_lag_bytes", "gauge"},
       {"walbus_lag_seconds", "gauge"},
+      {"walbus_retained_wal_bytes", "gauge"},
       {"walbus_in_flight", "gauge"},
       {"walbus_max_in_flight", "gauge"},
       {"walbus_sink_errors_total", "counter"},
