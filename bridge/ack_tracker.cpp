@@ -7,6 +7,7 @@ namespace walbus::bridge {
 void AckTracker::Reset(Lsn confirmed) {
   head_ = 0;
   count_ = 0;
+  keepalive_end_ = 0;  // a new connection re-sends from the confirmed LSN
   confirmed_ = std::max(confirmed_, confirmed);
   in_transaction_ = false;
 }
@@ -63,6 +64,7 @@ Lsn AckTracker::Advance() {
     head_ = (head_ + 1) % records_.size();
     --count_;
   }
+  if (keepalive_end_ > confirmed_ && Idle()) confirmed_ = keepalive_end_;
   return confirmed_;
 }
 
@@ -75,8 +77,8 @@ bool AckTracker::Idle() const {
 }
 
 void AckTracker::OnKeepalive(Lsn wal_end) {
+  keepalive_end_ = std::max(keepalive_end_, wal_end);
   Advance();
-  if (Idle()) confirmed_ = std::max(confirmed_, wal_end);
 }
 
 }  // namespace walbus::bridge

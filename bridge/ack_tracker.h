@@ -28,8 +28,11 @@ class AckTracker {
   // The transaction whose events were just published committed; end_lsn is
   // Commit.end_lsn, commit_time_us its commit time (for lag in seconds).
   void CommitTransaction(Lsn end_lsn, int64_t commit_time_us);
-  // A keepalive told us the server's WAL end: confirmable when nothing at all
-  // is in flight and no transaction is open.
+  // A keepalive told us the server's WAL end: everything before it has been
+  // sent to us. It is confirmable as soon as nothing at all is in flight and
+  // no transaction is open — now, or at a later Advance() (a keepalive that
+  // arrived while events were unacknowledged must not be forgotten, or an
+  // idle database would look behind until its next write).
   void OnKeepalive(Lsn wal_end);
 
   // Pops every confirmable transaction; returns the confirmed LSN.
@@ -59,6 +62,7 @@ class AckTracker {
   size_t head_ = 0;
   size_t count_ = 0;
   Lsn confirmed_ = 0;
+  Lsn keepalive_end_ = 0;  // newest keepalive WAL end of this connection
   int64_t confirmed_time_us_ = 0;
   bool in_transaction_ = false;
 };

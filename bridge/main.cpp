@@ -367,8 +367,24 @@ int Main(int argc, char** argv) {
   }
   if (!slot && a.command.size() != 1) return Usage("unexpected argument " + a.command[1]);
   Result<conf::Config> config = Load(a);
+  if (config.ok()) {
+    // A DSN libpq cannot parse is a configuration error: exit 2 before
+    // anything is started (not "PostgreSQL unreachable, retrying").
+    char* err = nullptr;
+    PQconninfoOption* opts = PQconninfoParse(config->source.dsn.c_str(), &err);
+    if (opts == nullptr) {
+      std::string why = err != nullptr ? err : "cannot be parsed";
+      if (err != nullptr) PQfreemem(err);
+      while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
+      config = Status::InvalidArgument(config->path + ": source.dsn: " + why +
+                                       "; fix the libpq connection string");
+    } else {
+      PQconninfoFree(opts);
+    }
+  }
   if (!config.ok()) {
-    std::fprintf(stderr, "walbus: %s\n", config.status().message().c_str());
+    // One line on stderr, in the chosen log format.
+    log::Error(config.status().message(), {{"code", "invalid configuration"}});
     return kExitUsage;
   }
   if (cmd == "run") return Run(*config);

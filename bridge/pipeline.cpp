@@ -190,7 +190,8 @@ Status Pipeline::Prepare() {
     }
     std::string state;
     Status st = pgwire::Exec(c, sql, &state);
-    if (!st.ok() && state != "42710") {  // 42710: created concurrently by a twin
+    // 42710 / 23505: created concurrently by a twin instance.
+    if (!st.ok() && state != "42710" && state != "23505") {
       if (state == "42501") {
         return Status::FailedPrecondition(
             "cannot create publication \"" + pub + "\": " + st.message() +
@@ -620,7 +621,10 @@ Status Pipeline::Stream() {
         stats_.server_wal_end.store(k.wal_end, std::memory_order_relaxed);
         if (k.reply_requested) WALBUS_RETURN_IF_ERROR(FlushSinks());
         tracker_->OnKeepalive(k.wal_end);
-        received_ = std::max(received_, k.wal_end);
+        // Only for the metric: the status update's write position stays the
+        // last XLogData, so the walsender keeps sending keepalives (it does
+        // while our write position is behind what it sent) until we confirm.
+        stats_.received_lsn.store(std::max(received_, k.wal_end), std::memory_order_relaxed);
         WALBUS_RETURN_IF_ERROR(MaybeSendStatus(k.reply_requested, false));
         break;
       case pgwire::ReplicationSession::Kind::kXLogData:

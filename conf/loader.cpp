@@ -965,6 +965,12 @@ Status Loader::LoadSink(const toml::table& t, size_t number, SinkConfig* s) {
       } else if (type == kMqtt) {
         static constexpr std::string_view kSchemes[] = {"tcp", "ssl", "mqtt", "mqtts"};
         problem = CheckUrl(s->url, kSchemes, false, "tcp://127.0.0.1:1883");
+        // MQTT URLs carry no credentials (the CONNECT packet does).
+        size_t sep = s->url.find("://");
+        if (problem.empty() && sep != std::string::npos &&
+            s->url.find('@', sep + 3) != std::string::npos) {
+          problem = "it must not contain credentials; put them in user and password";
+        }
       } else if (type == kRedis) {
         static constexpr std::string_view kSchemes[] = {"redis"};
         problem = CheckUrl(s->url, kSchemes, true, "redis://127.0.0.1:6379/0");

@@ -108,6 +108,29 @@ TEST(AckTracker, KeepaliveConfirmsWalEndOnlyWhenNothingIsInFlight) {
   EXPECT_EQ(tracker.confirmed(), 120u);
 }
 
+TEST(AckTracker, AKeepaliveSeenWhileBusyIsConfirmedOnceIdle) {
+  // The server may send no further keepalive once we are idle: the one that
+  // arrived while events were unacknowledged must be confirmed later.
+  AckWindow a(64, nullptr);
+  AckTracker tracker({&a});
+  tracker.Reset(10);
+  tracker.BeginTransaction();
+  a.Issue();
+  tracker.CommitTransaction(90, 0);
+  tracker.OnKeepalive(150);
+  EXPECT_EQ(tracker.Advance(), 10u);
+  a.Ack(1);
+  EXPECT_EQ(tracker.Advance(), 150u);
+  // A new connection forgets the old connection's keepalive.
+  tracker.BeginTransaction();
+  a.Issue();
+  tracker.CommitTransaction(200, 0);
+  tracker.OnKeepalive(300);
+  tracker.Reset(tracker.confirmed());
+  a.Rewind();
+  EXPECT_EQ(tracker.Advance(), 150u);
+}
+
 TEST(AckTracker, EmptyTransactionsMergeAndConfirmInOrder) {
   AckWindow a(64, nullptr);
   AckTracker tracker({&a});

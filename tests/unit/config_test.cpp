@@ -699,6 +699,8 @@ const BadCase kBadCases[] = {
      "url = \"redis://h\"\nwait_timeout_ms = 0\n", "7:19", "wait_timeout_ms must be from 1 to"},
     {"redis_wait_aof_string", SRC "[[sink]]\nname = \"r\"\ntype = \"redis\"\n"
      "url = \"redis://h\"\nwait_aof = \"yes\"\n", "7:12", "wait_aof must be true or false"},
+    {"mqtt_url_with_credentials", SRC "[[sink]]\nname = \"m\"\ntype = \"mqtt\"\n"
+     "url = \"tcp://u:p@h:1883\"\n", "6:7", "must not contain credentials"},
     // --- the first error in document order inside a table wins
     {"first_error_in_document_order", SRC "status_interval_ms = 1\nslot = \"BAD\"\n" OUT, "3:22",
      "status_interval_ms"},
