@@ -18,5 +18,16 @@ werror=OFF
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DWALBUS_WERROR=$werror >/dev/null
 cmake --build "$build" -j"$(nproc)"
 
+# The tests' servers listen on fixed loopback ports 55400-56999, inside
+# Linux's ephemeral range (32768-60999): a test client's outgoing connection
+# could take one of them and a later server start would fail to bind. Reserve
+# the range from ephemeral allocation when we may (root, writable /proc/sys).
+reserved=/proc/sys/net/ipv4/ip_local_reserved_ports
+if [ -w "$reserved" ] && ! grep -q '55400-56999' "$reserved" 2>/dev/null; then
+  current=$(cat "$reserved" 2>/dev/null || true)
+  echo "${current:+$current,}55400-56999" > "$reserved" 2>/dev/null \
+    || echo "test.sh: could not reserve ports 55400-56999 (tests may rarely collide)" >&2
+fi
+
 # Integration tests share loopback ports per file, so they run one at a time.
 ctest --test-dir "$build" --output-on-failure --timeout 900 "$@"
