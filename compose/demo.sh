@@ -83,6 +83,9 @@ messages = true
 [[sink]]
 name = "demo"
 $sink_conf
+
+[metrics]
+listen = ""   # off in the demo, so a busy port 9187 cannot get in the way
 TOML
 
 echo "== walbus check"
