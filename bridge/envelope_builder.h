@@ -51,7 +51,8 @@ struct TableInfo {
   // Owned by the pipeline: per sink, whether `include` matches, and rendered
   // topics per op (empty until first used).
   std::vector<uint8_t> included;
-  std::vector<std::array<std::string, kOpCount>> topics;
+  // A cache filled on first use while publishing (source thread only).
+  mutable std::vector<std::array<std::string, kOpCount>> topics;
 };
 
 struct Built {

@@ -443,7 +443,7 @@ Status Pipeline::PublishOne(SinkSlot& s, size_t index, const Built& b) {
   const TableInfo* t = b.table;
   e.op = OpName(b.op);
   if (t != nullptr) {
-    std::string& topic = const_cast<TableInfo*>(t)->topics[index][static_cast<int>(b.op)];
+    std::string& topic = t->topics[index][static_cast<int>(b.op)];
     if (topic.empty()) s.topic.Render({db_, t->schema, t->table, e.op, {}}, &topic);
     e.topic = topic;
     e.table = t->qualified;
