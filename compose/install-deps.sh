@@ -13,7 +13,7 @@ PACKAGES=(
   postgresql-15 postgresql-client-15 nats-server mosquitto mosquitto-clients
   redis-server redis-tools
   # test tools
-  procps iproute2 openssl docker-compose
+  procps iproute2 openssl docker-compose dpkg-dev file
 )
 
 missing=()
