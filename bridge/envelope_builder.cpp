@@ -65,29 +65,6 @@ void AppendPgTimestamp(std::string* out, int64_t pg_micros) {
   out->append(buf, static_cast<size_t>(n));
 }
 
-void AppendBase64(std::string* out, std::string_view bytes) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  size_t i = 0;
-  const auto* b = reinterpret_cast<const unsigned char*>(bytes.data());
-  for (; i + 3 <= bytes.size(); i += 3) {
-    uint32_t v = (b[i] << 16) | (b[i + 1] << 8) | b[i + 2];
-    char q[4] = {kAlphabet[v >> 18], kAlphabet[(v >> 12) & 63], kAlphabet[(v >> 6) & 63],
-                 kAlphabet[v & 63]};
-    out->append(q, 4);
-  }
-  size_t rest = bytes.size() - i;
-  if (rest == 1) {
-    uint32_t v = b[i] << 16;
-    char q[4] = {kAlphabet[v >> 18], kAlphabet[(v >> 12) & 63], '=', '='};
-    out->append(q, 4);
-  } else if (rest == 2) {
-    uint32_t v = (b[i] << 16) | (b[i + 1] << 8);
-    char q[4] = {kAlphabet[v >> 18], kAlphabet[(v >> 12) & 63], kAlphabet[(v >> 6) & 63], '='};
-    out->append(q, 4);
-  }
-}
-
 EnvelopeBuilder::EnvelopeBuilder(std::string db, ValueOptions options,
                                  pgwire::TypeResolver* types, PrimaryKeyLookup primary_key)
     : db_(std::move(db)), options_(options), types_(types), primary_key_(std::move(primary_key)) {

@@ -127,6 +127,5 @@ class EnvelopeBuilder {
 
 // "2026-11-23T18:42:00.123456Z" from microseconds since 2000-01-01 UTC.
 void AppendPgTimestamp(std::string* out, int64_t pg_micros);
-void AppendBase64(std::string* out, std::string_view bytes);
 
 }  // namespace walbus::bridge

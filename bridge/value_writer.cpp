@@ -128,6 +128,16 @@ class ByteEncoder {
   int n_ = 0;
 };
 
+}  // namespace
+
+void AppendBase64(std::string* out, std::string_view bytes) {
+  ByteEncoder enc(out, /*hex=*/false);
+  for (char c : bytes) enc.Put(static_cast<uint8_t>(c));
+  enc.Finish();
+}
+
+namespace {
+
 // byteaout: "\x" + hex digits (bytea_output = hex, the default) or the escape
 // format (printable bytes as they are, "\\" for a backslash, "\ooo" octal for
 // the rest). "\x" cannot start escape output: a backslash byte prints as "\\".

@@ -38,4 +38,7 @@ struct ValueOptions {
 Status AppendValue(std::string* out, const pgwire::TypeInfo& type, std::string_view text,
                    const ValueOptions& opt);
 
+// Appends bytes as padded standard base64 (no quotes).
+void AppendBase64(std::string* out, std::string_view bytes);
+
 }  // namespace walbus
