@@ -84,6 +84,8 @@ class EnvelopeBuilder {
 
   void OnBegin(const pgwire::Begin& begin);
   bool in_transaction() const { return in_txn_; }
+  // The open transaction's commit LSN (Begin.final_lsn).
+  Lsn commit_lsn() const { return commit_lsn_; }
   void EndTransaction() { in_txn_ = false; }
 
   // change_lsn: the XLogData's WAL start, the change's own position.

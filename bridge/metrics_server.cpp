@@ -152,7 +152,7 @@ MetricsSnapshot SnapshotOf(Pipeline& pipeline, std::string_view version) {
   s.confirmed_commit_time_us = st.confirmed_commit_time_us.load(std::memory_order_relaxed);
   s.pg_reconnects = st.pg_reconnects.load(std::memory_order_relaxed);
   s.retained_wal_bytes = st.retained_wal_bytes.load(std::memory_order_relaxed);
-  s.role = st.role.load();
+  s.role = st.state.load() == PipelineStats::kStreaming ? 1 : 0;
   s.state = st.state.load();
   s.pg_down_since_ms = st.pg_down_since_ms.load();
   {

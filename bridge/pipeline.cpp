@@ -294,7 +294,6 @@ Status Pipeline::StartStream() {
   builder_->EndTransaction();
   received_ = std::max(received_, tracker_->confirmed());
   next_status_ms_ = MonotonicMs() + config_.source.status_interval_ms;
-  stats_.role.store(1);
   stats_.state.store(PipelineStats::kStreaming);
   stats_.pg_down_since_ms.store(0);
   log::Info("streaming", {{"slot", slot}, {"from", FormatLsn(tracker_->confirmed())},
@@ -514,7 +513,6 @@ Status Pipeline::Handle(const pgwire::XLogData& x) {
     }
     builder_->OnBegin(*begin);
     tracker_->BeginTransaction();
-    begin_final_lsn_ = begin->final_lsn;
     return Status::Ok();
   }
   if (auto* commit = std::get_if<pgwire::Commit>(&m)) {
@@ -522,9 +520,9 @@ Status Pipeline::Handle(const pgwire::XLogData& x) {
       return Status::Corruption("pgoutput Commit at " + FormatLsn(x.wal_start) +
                                 " without a Begin");
     }
-    if (commit->commit_lsn != begin_final_lsn_) {
+    if (commit->commit_lsn != builder_->commit_lsn()) {
       return Status::Corruption("pgoutput Commit LSN " + FormatLsn(commit->commit_lsn) +
-                                " differs from its Begin's " + FormatLsn(begin_final_lsn_));
+                                " differs from its Begin's " + FormatLsn(builder_->commit_lsn()));
     }
     builder_->EndTransaction();
     tracker_->CommitTransaction(commit->end_lsn, commit->commit_time_us);
@@ -652,7 +650,6 @@ void Pipeline::Rewind() {
     builder_->EndTransaction();
     builder_->Clear();
   }
-  stats_.role.store(0);
 }
 
 void Pipeline::Drain() {
@@ -720,8 +717,7 @@ Status Pipeline::Run(const std::atomic<bool>* stop, Wakeup* wakeup) {
     }
     if (st.code() == Code::kResourceExhausted) {
       // SPEC §5: another instance holds the slot; stand by.
-      stats_.role.store(0);
-      stats_.state.store(PipelineStats::kStandby);
+          stats_.state.store(PipelineStats::kStandby);
       stats_.pg_down_since_ms.store(0);  // reachable: standing by is healthy
       session_.reset();
       int64_t now = MonotonicMs();

@@ -46,7 +46,6 @@ struct PipelineStats {
   // WAL the slot holds on the server (current WAL LSN − restart_lsn), read
   // every 15 s; -1 until known.
   std::atomic<int64_t> retained_wal_bytes{-1};
-  std::atomic<int> role{0};  // 1 streaming, 0 standby / not connected
   enum State : int { kStarting = 0, kStreaming, kStandby, kRetrying, kStopped };
   std::atomic<int> state{kStarting};
   // Monotonic ms since which PostgreSQL / a sink has been unreachable; 0 = fine.
@@ -145,7 +144,6 @@ class Pipeline {
   int64_t next_lag_log_ms_ = 0;
   int64_t next_retained_check_ms_ = 0;
   int64_t next_retained_warn_ms_ = 0;
-  Lsn begin_final_lsn_ = 0;
 };
 
 int64_t MonotonicMs();

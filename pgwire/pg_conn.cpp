@@ -4,10 +4,8 @@ namespace walbus::pgwire {
 
 std::string FirstLine(std::string_view message) {
   std::string_view m = message;
-  for (std::string_view prefix : {"ERROR:  ", "FATAL:  ", "error: ", "connection to server "}) {
-    if (m.substr(0, prefix.size()) == prefix && prefix != "connection to server ") {
-      m.remove_prefix(prefix.size());
-    }
+  for (std::string_view prefix : {"ERROR:  ", "FATAL:  ", "error: "}) {
+    if (m.substr(0, prefix.size()) == prefix) m.remove_prefix(prefix.size());
   }
   size_t nl = m.find('\n');
   std::string line(m.substr(0, nl));
@@ -62,18 +60,11 @@ Status ClassifyConnectError(std::string_view raw) {
 }  // namespace
 
 Result<PgConnPtr> Connect(const std::string& conninfo, bool replication) {
-  const char* keys[] = {"dbname", "replication", "fallback_application_name",
-                        "connect_timeout", nullptr};
-  const char* values[] = {conninfo.c_str(), replication ? "database" : nullptr, "walbus",
-                          "10", nullptr};
-  if (!replication) {
-    keys[1] = "fallback_application_name";
-    values[1] = "walbus";
-    keys[2] = "connect_timeout";
-    values[2] = "10";
-    keys[3] = nullptr;
-    values[3] = nullptr;
-  }
+  // replication last, so the ordinary connection simply stops before it.
+  const char* keys[] = {"dbname", "fallback_application_name", "connect_timeout",
+                        replication ? "replication" : nullptr, nullptr};
+  const char* values[] = {conninfo.c_str(), "walbus", "10",
+                          replication ? "database" : nullptr, nullptr};
   PgConnPtr conn(PQconnectdbParams(keys, values, /*expand_dbname=*/1));
   if (conn == nullptr) return Status::Unavailable("PostgreSQL: out of memory in libpq");
   if (PQstatus(conn.get()) != CONNECTION_OK) {

@@ -2,6 +2,8 @@
 
 #include <sys/time.h>
 
+#include <cstdio>
+
 #include "pgwire/reader.h"
 
 namespace walbus::pgwire {
@@ -151,8 +153,9 @@ Result<ReplicationSession::Kind> ReplicationSession::Next(XLogData* data, Keepal
     keepalive->reply_requested = reply != 0;
     return Kind::kKeepalive;
   }
-  return Status::Corruption("unknown CopyData message type 0x" +
-                            std::to_string(static_cast<int>(kind)));
+  char hex[8];
+  std::snprintf(hex, sizeof hex, "0x%02X", kind);
+  return Status::Corruption(std::string("unknown CopyData message type ") + hex);
 }
 
 Status ReplicationSession::ConsumeInput() {
