@@ -13,7 +13,8 @@ PACKAGES=(
   postgresql-15 postgresql-client-15 nats-server mosquitto mosquitto-clients
   redis-server redis-tools
   # test tools
-  procps iproute2 openssl docker-compose dpkg-dev file
+  procps iproute2 openssl docker-compose dpkg-dev file chromium  # chromium: recipe_realtime_test
+  python3 gnuplot-nox  # tests/bench/run.sh and its charts
 )
 
 missing=()
