@@ -12,7 +12,7 @@ void AckTracker::Reset(Lsn confirmed) {
   in_transaction_ = false;
 }
 
-void AckTracker::CommitTransaction(Lsn end_lsn, int64_t commit_time_us) {
+void AckTracker::CommitTransaction(Lsn end_lsn, int64_t commit_time_us, uint64_t mark) {
   in_transaction_ = false;
   const size_t n = windows_.size();
   if (count_ > 0) {
@@ -25,7 +25,7 @@ void AckTracker::CommitTransaction(Lsn end_lsn, int64_t commit_time_us) {
       same = tickets_[tail * n + w] == windows_[w]->issued();
     }
     if (same) {
-      records_[tail] = {end_lsn, commit_time_us};
+      records_[tail] = {end_lsn, commit_time_us, mark};
       return;
     }
   }
@@ -43,7 +43,7 @@ void AckTracker::CommitTransaction(Lsn end_lsn, int64_t commit_time_us) {
     head_ = 0;
   }
   size_t slot = (head_ + count_) % records_.size();
-  records_[slot] = {end_lsn, commit_time_us};
+  records_[slot] = {end_lsn, commit_time_us, mark};
   for (size_t w = 0; w < n; ++w) tickets_[slot * n + w] = windows_[w]->issued();
   ++count_;
 }
@@ -61,6 +61,7 @@ Lsn AckTracker::Advance() {
     const Record& r = records_[head_];
     confirmed_ = std::max(confirmed_, r.end_lsn);
     confirmed_time_us_ = r.commit_time_us;
+    confirmed_mark_ = std::max(confirmed_mark_, r.mark);
     head_ = (head_ + 1) % records_.size();
     --count_;
   }

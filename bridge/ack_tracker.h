@@ -27,7 +27,9 @@ class AckTracker {
   void BeginTransaction() { in_transaction_ = true; }
   // The transaction whose events were just published committed; end_lsn is
   // Commit.end_lsn, commit_time_us its commit time (for lag in seconds).
-  void CommitTransaction(Lsn end_lsn, int64_t commit_time_us);
+  // `mark` is the caller's own label for the unit (the initial snapshot's
+  // checkpoint number; 0 for stream transactions).
+  void CommitTransaction(Lsn end_lsn, int64_t commit_time_us, uint64_t mark = 0);
   // A keepalive told us the server's WAL end: everything before it has been
   // sent to us. It is confirmable as soon as nothing at all is in flight and
   // no transaction is open — now, or at a later Advance() (a keepalive that
@@ -41,6 +43,8 @@ class AckTracker {
   Lsn confirmed() const { return confirmed_; }
   // Commit time of the newest confirmed transaction (0 when none yet).
   int64_t confirmed_commit_time_us() const { return confirmed_time_us_; }
+  // The largest mark of any confirmed unit (marks must grow to be useful).
+  uint64_t confirmed_mark() const { return confirmed_mark_; }
   size_t pending() const { return count_; }
   bool in_transaction() const { return in_transaction_; }
   // No open transaction, nothing pending, every ticket acknowledged.
@@ -50,6 +54,7 @@ class AckTracker {
   struct Record {
     Lsn end_lsn;
     int64_t commit_time_us;
+    uint64_t mark;
   };
   bool Confirmable(size_t slot) const;
 
@@ -64,6 +69,7 @@ class AckTracker {
   Lsn confirmed_ = 0;
   Lsn keepalive_end_ = 0;  // newest keepalive WAL end of this connection
   int64_t confirmed_time_us_ = 0;
+  uint64_t confirmed_mark_ = 0;
   bool in_transaction_ = false;
 };
 

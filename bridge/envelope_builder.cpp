@@ -74,11 +74,20 @@ EnvelopeBuilder::EnvelopeBuilder(std::string db, ValueOptions options,
 }
 
 Result<TableInfo*> EnvelopeBuilder::OnRelation(const pgwire::Relation& rel) {
+  Result<std::unique_ptr<TableInfo>> t = Describe(rel);
+  if (!t.ok()) return t.status();
+  TableInfo* raw = t->get();
+  tables_[rel.oid] = std::move(t).value();
+  return raw;
+}
+
+Result<std::unique_ptr<TableInfo>> EnvelopeBuilder::Describe(const pgwire::Relation& rel) {
   auto t = std::make_unique<TableInfo>();
   t->oid = rel.oid;
   t->schema = std::string(rel.nspname);
   t->table = std::string(rel.relname);
   t->qualified = t->schema + "." + t->table;
+  t->internal = t->schema == kWalbusSchema;
   t->replica_identity = rel.replica_identity;
   t->source_fields = db_json_ + ",\"schema\":";
   AppendJsonString(&t->source_fields, t->schema);
@@ -113,9 +122,7 @@ Result<TableInfo*> EnvelopeBuilder::OnRelation(const pgwire::Relation& rel) {
       }
     }
   }
-  TableInfo* raw = t.get();
-  tables_[rel.oid] = std::move(t);
-  return raw;
+  return t;
 }
 
 TableInfo* EnvelopeBuilder::Find(uint32_t oid) {
@@ -126,6 +133,8 @@ TableInfo* EnvelopeBuilder::Find(uint32_t oid) {
 void EnvelopeBuilder::OnBegin(const pgwire::Begin& b) {
   in_txn_ = true;
   commit_lsn_ = b.final_lsn;
+  commit_time_us_ = b.commit_time_us;
+  xid_ = b.xid;
   seq_ = 0;
   id_prefix_.clear();
   AppendLsnHex16(&id_prefix_, b.final_lsn);
@@ -140,11 +149,17 @@ void EnvelopeBuilder::OnBegin(const pgwire::Begin& b) {
 }
 
 void EnvelopeBuilder::AppendHeader(Op op, std::string_view source_fields, Lsn change_lsn) {
+  AppendHeaderWith(op, source_fields, change_lsn, id_prefix_, seq_, txn_json_);
+}
+
+void EnvelopeBuilder::AppendHeaderWith(Op op, std::string_view source_fields, Lsn change_lsn,
+                                       std::string_view id_prefix, uint32_t seq,
+                                       std::string_view txn_json) {
   payload_.clear();
   payload_ += "{\"id\":\"";
   id_begin_ = payload_.size();
-  payload_ += id_prefix_;
-  AppendUint(&payload_, seq_);
+  payload_ += id_prefix;
+  AppendUint(&payload_, seq);
   id_end_ = payload_.size();
   payload_ += "\",\"op\":\"";
   payload_ += OpName(op);
@@ -153,9 +168,9 @@ void EnvelopeBuilder::AppendHeader(Op op, std::string_view source_fields, Lsn ch
   payload_ += ",\"lsn\":\"";
   AppendLsn(&payload_, change_lsn);
   payload_ += '"';
-  payload_ += txn_json_;
+  payload_ += txn_json;
   payload_ += ",\"seq\":";
-  AppendUint(&payload_, seq_);
+  AppendUint(&payload_, seq);
   payload_ += '}';
 }
 
@@ -225,15 +240,11 @@ Status EnvelopeBuilder::AppendKey(const TableInfo& t, pgwire::Tuple tuple,
   return Status::Ok();
 }
 
-Status EnvelopeBuilder::BuildRow(Op op, TableInfo* t, Lsn change_lsn, char old_kind,
-                                 pgwire::Tuple old_tuple, pgwire::Tuple new_tuple, Built* out) {
-  if (!in_txn_) {
-    return Status::Corruption(std::string("pgoutput ") + std::string(OpName(op)) +
-                              " outside a transaction");
-  }
+Status EnvelopeBuilder::CheckTuples(Op op, const TableInfo& t, char old_kind,
+                                    pgwire::Tuple old_tuple, pgwire::Tuple new_tuple) const {
   // Every tuple PostgreSQL sends has all the relation's columns (logicalrep_write_tuple
   // writes natts of the relation); anything else is not a message we can map.
-  const size_t n = t->cols.size();
+  const size_t n = t.cols.size();
   bool needs_new = op != Op::kDelete;
   bool needs_old = old_kind != 0;
   size_t bad = SIZE_MAX;
@@ -248,18 +259,36 @@ Status EnvelopeBuilder::BuildRow(Op op, TableInfo* t, Lsn change_lsn, char old_k
   if (bad != SIZE_MAX) {
     std::string name(OpName(op));
     name[0] = static_cast<char>(name[0] - 'a' + 'A');
-    return Status::Corruption("pgoutput " + name + " for " + t->qualified + ": " + which +
+    return Status::Corruption("pgoutput " + name + " for " + t.qualified + ": " + which +
                               " tuple has " + std::to_string(bad) +
                               " columns, its Relation message " + std::to_string(n));
   }
-  unchanged_.clear();
+  return Status::Ok();
+}
+
+Status EnvelopeBuilder::BuildRow(Op op, TableInfo* t, Lsn change_lsn, char old_kind,
+                                 pgwire::Tuple old_tuple, pgwire::Tuple new_tuple, Built* out) {
+  if (!in_txn_) {
+    return Status::Corruption(std::string("pgoutput ") + std::string(OpName(op)) +
+                              " outside a transaction");
+  }
+  WALBUS_RETURN_IF_ERROR(CheckTuples(op, *t, old_kind, old_tuple, new_tuple));
   AppendHeader(op, t->source_fields, change_lsn);
+  WALBUS_RETURN_IF_ERROR(AppendChange(op, *t, old_kind, old_tuple, new_tuple));
+  out->table = t;
+  Finish(op, out);
+  return Status::Ok();
+}
+
+Status EnvelopeBuilder::AppendChange(Op op, const TableInfo& t, char old_kind,
+                                     pgwire::Tuple old_tuple, pgwire::Tuple new_tuple) {
+  unchanged_.clear();
   payload_ += ",\"key\":";
   WALBUS_RETURN_IF_ERROR(
-      AppendKey(*t, op == Op::kDelete ? old_tuple : new_tuple, old_tuple));
+      AppendKey(t, op == Op::kDelete ? old_tuple : new_tuple, old_tuple));
   payload_ += ",\"before\":";
   if (old_kind == 'O') {
-    WALBUS_RETURN_IF_ERROR(AppendRow(*t, old_tuple, {}, false));
+    WALBUS_RETURN_IF_ERROR(AppendRow(t, old_tuple, {}, false));
   } else {
     payload_ += "null";
   }
@@ -268,31 +297,72 @@ Status EnvelopeBuilder::BuildRow(Op op, TableInfo* t, Lsn change_lsn, char old_k
   if (op == Op::kDelete) {
     payload_ += "null";
   } else {
-    WALBUS_RETURN_IF_ERROR(AppendRow(*t, new_tuple, old_tuple, true));
+    WALBUS_RETURN_IF_ERROR(AppendRow(t, new_tuple, old_tuple, true));
   }
   after_end_ = payload_.size();
   if (!unchanged_.empty()) {
     payload_ += ",\"unchanged\":[";
     for (size_t i = 0; i < unchanged_.size(); ++i) {
       if (i > 0) payload_ += ',';
-      AppendJsonString(&payload_, t->cols[unchanged_[i]].name);
+      AppendJsonString(&payload_, t.cols[unchanged_[i]].name);
     }
     payload_ += ']';
   }
   payload_ += '}';
-  out->table = t;
-  Finish(op, out);
   return Status::Ok();
 }
 
 void EnvelopeBuilder::Finish(Op op, Built* out) {
+  FinishWith(op, commit_lsn_, commit_time_us_, seq_++, out);
+}
+
+void EnvelopeBuilder::FinishWith(Op op, Lsn commit_lsn, int64_t commit_time_us, uint32_t seq,
+                                 Built* out) {
   out->op = op;
-  out->commit_lsn = commit_lsn_;
-  out->seq = seq_++;
+  out->commit_lsn = commit_lsn;
+  out->commit_time_us = commit_time_us;
+  out->seq = seq;
   out->id = std::string_view(payload_).substr(id_begin_, id_end_ - id_begin_);
   out->payload = payload_;
   out->after = std::string_view(payload_).substr(after_begin_, after_end_ - after_begin_);
   out->key_text = key_text_;
+}
+
+void EnvelopeBuilder::SetReadPoint(Lsn point) {
+  if (read_point_ == point && !read_prefix_.empty()) return;
+  read_point_ = point;
+  read_prefix_.clear();
+  AppendLsnHex16(&read_prefix_, point);
+  read_prefix_ += ':';
+  read_txn_json_ = ",\"commit_lsn\":\"";
+  AppendLsn(&read_txn_json_, point);
+  read_txn_json_ += "\",\"xid\":null,\"ts\":null";
+}
+
+Status EnvelopeBuilder::BuildRead(const TableInfo& t, pgwire::Tuple row, Lsn point,
+                                  uint32_t row_number, Built* out) {
+  WALBUS_RETURN_IF_ERROR(CheckTuples(Op::kRead, t, 0, {}, row));
+  SetReadPoint(point);
+  AppendHeaderWith(Op::kRead, t.source_fields, point, read_prefix_, row_number, read_txn_json_);
+  WALBUS_RETURN_IF_ERROR(AppendChange(Op::kRead, t, 0, {}, row));
+  out->table = &t;
+  FinishWith(Op::kRead, point, 0, row_number, out);
+  return Status::Ok();
+}
+
+Status EnvelopeBuilder::BuildTruncateAt(const TableInfo& t, Lsn point, uint32_t seq,
+                                        Built* out) {
+  SetReadPoint(point);
+  AppendHeaderWith(Op::kTruncate, t.source_fields, point, read_prefix_, seq, read_txn_json_);
+  payload_ += ",\"key\":null,\"before\":null,\"after\":";
+  after_begin_ = payload_.size();
+  payload_ += "null";
+  after_end_ = payload_.size();
+  payload_ += '}';
+  key_text_.clear();
+  out->table = &t;
+  FinishWith(Op::kTruncate, point, 0, seq, out);
+  return Status::Ok();
 }
 
 Status EnvelopeBuilder::BuildInsert(const pgwire::Insert& m, Lsn lsn, Built* out) {
@@ -346,6 +416,7 @@ Status EnvelopeBuilder::BuildMessage(const pgwire::LogicalMessage& m, Built* out
   std::string saved_prefix, saved_txn;
   uint32_t saved_seq = seq_;
   Lsn saved_commit = commit_lsn_;
+  int64_t saved_time = commit_time_us_;
   bool standalone = !m.transactional || !in_txn_;
   if (standalone) {
     saved_prefix = id_prefix_;
@@ -358,6 +429,7 @@ Status EnvelopeBuilder::BuildMessage(const pgwire::LogicalMessage& m, Built* out
     txn_json_ += "\",\"xid\":null,\"ts\":null";
     seq_ = 0;
     commit_lsn_ = m.lsn;
+    commit_time_us_ = 0;
   }
   AppendHeader(Op::kMessage, db_json_, m.lsn);
   payload_ += ",\"prefix\":";
@@ -381,6 +453,7 @@ Status EnvelopeBuilder::BuildMessage(const pgwire::LogicalMessage& m, Built* out
     txn_json_ = std::move(saved_txn);
     seq_ = saved_seq;
     commit_lsn_ = saved_commit;
+    commit_time_us_ = saved_time;
   }
   return Status::Ok();
 }

@@ -26,9 +26,16 @@
 
 namespace walbus::bridge {
 
+class SnapshotVisibility;
+
 // Names of a relation's primary-key columns (empty when it has none), for
 // REPLICA IDENTITY FULL tables whose Relation message flags every column.
 using PrimaryKeyLookup = std::function<Result<std::vector<std::string>>(uint32_t relid)>;
+
+// The schema walbus owns in the source database (initial-snapshot progress).
+// Changes to its tables are never published, even by a FOR ALL TABLES
+// publication, and the snapshot never copies them.
+inline constexpr std::string_view kWalbusSchema = "walbus";
 
 enum class Op : uint8_t { kInsert, kUpdate, kDelete, kTruncate, kRead, kMessage };
 inline constexpr int kOpCount = 6;
@@ -46,6 +53,7 @@ struct TableInfo {
   std::string qualified;      // schema.table
   std::string source_fields;  // "db":..,"schema":..,"table":.., already escaped
   char replica_identity = 'd';
+  bool internal = false;  // in kWalbusSchema: never published
   std::vector<Col> cols;
   std::vector<size_t> key_cols;
   // Owned by the pipeline: per sink, whether `include` matches, and rendered
@@ -53,6 +61,11 @@ struct TableInfo {
   std::vector<uint8_t> included;
   // A cache filled on first use while publishing (source thread only).
   mutable std::vector<std::array<std::string, kOpCount>> topics;
+  // Set by the pipeline for a table an initial snapshot read under a
+  // snapshot taken after the slot's consistent point: changes of
+  // transactions that snapshot already saw are not published again
+  // (bridge/snapshot_visibility.h). Null: publish everything.
+  const SnapshotVisibility* skip_visible = nullptr;
 };
 
 struct Built {
@@ -60,6 +73,7 @@ struct Built {
   Op op = Op::kInsert;
   Lsn commit_lsn = 0;
   uint32_t seq = 0;
+  int64_t commit_time_us = 0;  // Begin's commit time; 0 for a non-transactional message
   std::string_view id;
   std::string_view payload;
   std::string_view key_text;  // key values joined by ',' (only when want_key_text)
@@ -78,6 +92,10 @@ class EnvelopeBuilder {
   // Relation: replaces the cached entry. Resolves column types (catalog
   // lookups for non-built-in OIDs happen here, once per OID).
   Result<TableInfo*> OnRelation(const pgwire::Relation& rel);
+  // The same description without caching it, for rows read outside the
+  // stream (initial snapshot, backfill): the caller owns the TableInfo (and
+  // fills `included`/`topics` as for a streamed one).
+  Result<std::unique_ptr<TableInfo>> Describe(const pgwire::Relation& rel);
   TableInfo* Find(uint32_t oid);
   // Forget every relation (after a reconnect the server re-sends them).
   void Clear() { tables_.clear(); }
@@ -86,6 +104,8 @@ class EnvelopeBuilder {
   bool in_transaction() const { return in_txn_; }
   // The open transaction's commit LSN (Begin.final_lsn).
   Lsn commit_lsn() const { return commit_lsn_; }
+  // The open transaction's xid (Begin.xid).
+  uint32_t xid() const { return xid_; }
   void EndTransaction() { in_txn_ = false; }
 
   // change_lsn: the XLogData's WAL start, the change's own position.
@@ -96,14 +116,33 @@ class EnvelopeBuilder {
   // Transactional messages use the transaction's ids; others the message's LSN, seq 0.
   Status BuildMessage(const pgwire::LogicalMessage& m, Built* out);
 
+  // Rows read outside the stream, independent of any open transaction:
+  // a `read` event with id "<point as 16 hex digits>:<row_number>",
+  // source.lsn = commit_lsn = point, xid and ts null, seq = row_number;
+  // key and after as for an Insert of `row` (before null).
+  Status BuildRead(const TableInfo& t, pgwire::Tuple row, Lsn point, uint32_t row_number,
+                   Built* out);
+  // A `truncate` event with the same ids as BuildRead (the initial snapshot's
+  // "start this table over" marker).
+  Status BuildTruncateAt(const TableInfo& t, Lsn point, uint32_t seq, Built* out);
+
  private:
   Status BuildRow(Op op, TableInfo* t, Lsn change_lsn, char old_kind, pgwire::Tuple old_tuple,
                   pgwire::Tuple new_tuple, Built* out);
+  Status CheckTuples(Op op, const TableInfo& t, char old_kind, pgwire::Tuple old_tuple,
+                     pgwire::Tuple new_tuple) const;
+  // key, before, after, unchanged and the closing brace.
+  Status AppendChange(Op op, const TableInfo& t, char old_kind, pgwire::Tuple old_tuple,
+                      pgwire::Tuple new_tuple);
   void AppendHeader(Op op, std::string_view source_fields, Lsn change_lsn);
+  void AppendHeaderWith(Op op, std::string_view source_fields, Lsn change_lsn,
+                        std::string_view id_prefix, uint32_t seq, std::string_view txn_json);
+  void SetReadPoint(Lsn point);
   Status AppendRow(const TableInfo& t, pgwire::Tuple tuple, pgwire::Tuple fill_from,
                    bool collect_unchanged);
   Status AppendKey(const TableInfo& t, pgwire::Tuple tuple, pgwire::Tuple fallback);
   void Finish(Op op, Built* out);
+  void FinishWith(Op op, Lsn commit_lsn, int64_t commit_time_us, uint32_t seq, Built* out);
 
   std::string db_;
   std::string db_json_;  // "db":"..." escaped
@@ -116,9 +155,16 @@ class EnvelopeBuilder {
   // Transaction state, formatted once per transaction.
   bool in_txn_ = false;
   Lsn commit_lsn_ = 0;
+  int64_t commit_time_us_ = 0;
   uint32_t seq_ = 0;
+  uint32_t xid_ = 0;
   std::string id_prefix_;  // "00000000016B37A0:"
   std::string txn_json_;   // ,"commit_lsn":"..","xid":N,"ts":".."
+
+  // Ids of read events, formatted once per point.
+  Lsn read_point_ = 0;
+  std::string read_prefix_;
+  std::string read_txn_json_;
 
   // Per-event buffers, reused.
   std::string payload_;

@@ -7,16 +7,20 @@
 
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "bridge/backfill_command.h"
 #include "bridge/cli_sinks.h"
 #include "bridge/core/log.h"
 #include "bridge/core/lsn.h"
 #include "bridge/metrics_server.h"
 #include "bridge/pipeline.h"
+#include "bridge/snapshot_store.h"
 #include "bridge/wakeup.h"
+#include "conf/file_permissions.h"
 #include "conf/loader.h"
 #include "conf/redact.h"
 #include "pgwire/pg_conn.h"
@@ -37,13 +41,16 @@ constexpr const char* kUsage =
     "  check -c FILE          validate the configuration, PostgreSQL prerequisites and sinks\n"
     "  slot status -c FILE    slot name, active pid, restart/confirmed LSN, lag, retained WAL\n"
     "  slot drop -c FILE --yes  drop the replication slot\n"
+    "  backfill -c FILE SCHEMA.TABLE...  re-read tables into the stream, without pausing it\n"
     "  version                versions of walbus and its client libraries\n"
     "\n"
     "options:\n"
     "  -c, --config FILE      configuration file (TOML)\n"
     "  --log-format text|json log line format on stderr (default text)\n"
     "  --log-level LEVEL      trace|debug|info|warn|error (default info)\n"
-    "  --yes                  confirm `slot drop`\n";
+    "  --yes                  confirm `slot drop`\n"
+    "  --no-wait              `backfill`: register the request and return\n"
+    "  --chunk-size N         `backfill`: rows per chunk (default 1024)\n";
 
 std::atomic<bool> g_stop{false};
 bridge::Wakeup* g_wakeup = nullptr;
@@ -57,9 +64,17 @@ struct Args {
   std::vector<std::string> command;
   std::string config;
   bool yes = false;
+  bridge::BackfillCommandOptions backfill;
 };
 
 int Fatal(const Status& st) {
+  if (st.code() == Code::kCorruption) {
+    // Nothing the user can correct: say that nothing is lost and what to report.
+    log::Error(st.message() + "; walbus stopped without confirming past it, so nothing is lost: "
+                              "report this line (and the PostgreSQL version) as a walbus bug",
+               {{"code", CodeName(st.code())}});
+    return kExitFatal;
+  }
   log::Error(st.message(), {{"code", CodeName(st.code())}});
   return st.code() == Code::kInvalidArgument ? kExitUsage : kExitFatal;
 }
@@ -70,7 +85,10 @@ int Usage(const std::string& problem) {
 }
 
 Result<conf::Config> Load(const Args& a) {
-  if (a.config.empty()) return Status::InvalidArgument("missing -c FILE");
+  if (a.config.empty()) {
+    return Status::InvalidArgument(
+        "missing -c FILE: name the configuration file, e.g. -c /etc/walbus/walbus.toml");
+  }
   return conf::LoadConfig(a.config);
 }
 
@@ -123,6 +141,62 @@ struct Checker {
     if (!ok) ++failures;
   }
 };
+
+// snapshot = "initial": what the next run will do, and the privileges it needs
+// (docs/snapshot.md): a schema for its progress, SELECT on every published table.
+void CheckSnapshot(Checker& c, PGconn* pg, const conf::Config& config, bool slot_exists) {
+  Result<std::optional<bridge::SnapshotRecord>> rec =
+      bridge::SnapshotStore(config.source.slot).Load(pg);
+  if (!rec.ok()) {
+    c.Line(false, "initial snapshot", rec.status().message());
+    return;
+  }
+  Result<pgwire::Rows> can = pgwire::Query(
+      pg, "SELECT CASE WHEN n.oid IS NULL THEN has_database_privilege(current_database(), "
+          "'CREATE') ELSE has_schema_privilege(n.oid, 'USAGE') AND (to_regclass('" +
+              std::string(bridge::kWalbusSchema) + ".snapshots') IS NOT NULL OR "
+              "has_schema_privilege(n.oid, 'CREATE')) END::text, (SELECT string_agg(format('%I.%I', "
+              "t.schemaname, t.tablename), ', ') FROM pg_publication_tables t JOIN pg_namespace "
+              "tn ON tn.nspname = t.schemaname JOIN pg_class tc ON tc.relnamespace = tn.oid AND "
+              "tc.relname = t.tablename WHERE t.pubname = " +
+              pgwire::QuoteLiteral(pg, config.source.publication) +
+              " AND t.schemaname <> '" + std::string(bridge::kWalbusSchema) +
+              "' AND NOT (has_schema_privilege(tn.oid, 'USAGE') AND "
+              "has_table_privilege(tc.oid, 'SELECT'))) "
+              "FROM (SELECT 1) one LEFT JOIN pg_namespace n ON n.nspname = '" +
+              std::string(bridge::kWalbusSchema) + "'");
+  if (!can.ok() || can->empty()) {
+    c.Line(false, "initial snapshot", can.ok() ? "no answer" : can.status().message());
+    return;
+  }
+  std::string user = PQuser(pg);
+  const pgwire::Row& r = can->front();
+  if (r[0].value_or("false") != "true") {
+    c.Line(false, "initial snapshot",
+           "cannot keep progress in schema " + std::string(bridge::kWalbusSchema) +
+               "; GRANT CREATE ON DATABASE " + pgwire::QuoteIdent(PQdb(pg)) + " TO " + user +
+               ", or CREATE SCHEMA " + std::string(bridge::kWalbusSchema) + " AUTHORIZATION " +
+               user);
+    return;
+  }
+  if (r[1]) {
+    c.Line(false, "initial snapshot", "cannot read " + *r[1] + "; GRANT SELECT ON " + *r[1] +
+                                          " TO " + user + " (and USAGE on their schemas)");
+    return;
+  }
+  if (!slot_exists) {
+    c.Line(true, "initial snapshot", "taken when `walbus run` creates the slot");
+  } else if (rec->has_value() && !(*rec)->done) {
+    size_t done = 0;
+    for (const bridge::SnapshotTableProgress& t : (*rec)->tables) done += t.done ? 1 : 0;
+    c.Line(true, "initial snapshot",
+           "unfinished (" + std::to_string(done) + "/" + std::to_string((*rec)->tables.size()) +
+               " tables done): `walbus run` completes it");
+  } else {
+    c.Line(true, "initial snapshot",
+           rec->has_value() ? "done" : "none: the slot exists, it is only streamed");
+  }
+}
 
 int Check(const conf::Config& config) {
   Checker c;
@@ -226,6 +300,9 @@ int Check(const conf::Config& config) {
                          : ", inactive"));
       }
     }
+    if (config.source.snapshot == "initial") {
+      CheckSnapshot(c, pg, config, rows.ok() && !rows->empty());
+    }
   }
   std::string db = conn.ok() ? PQdb(conn->get()) : "";
   Result<std::vector<std::unique_ptr<Sink>>> sinks = MakeSinks(config, db);
@@ -296,6 +373,9 @@ int SlotDrop(const conf::Config& config, bool yes) {
     }
     return Fatal(st);
   }
+  // Its initial-snapshot record (if any) describes nothing any more.
+  Status forgot = bridge::SnapshotStore(config.source.slot).Forget(pg);
+  if (!forgot.ok()) log::Warn("could not delete the slot's snapshot record", {{"reason", forgot.message()}});
   std::printf("dropped slot %s\n", config.source.slot.c_str());
   return kExitOk;
 }
@@ -338,6 +418,16 @@ int Main(int argc, char** argv) {
       log_level = arg.substr(12);
     } else if (arg == "--yes" || arg == "-y") {
       a.yes = true;
+    } else if (arg == "--no-wait") {
+      a.backfill.no_wait = true;
+    } else if (arg == "--chunk-size" || arg.rfind("--chunk-size=", 0) == 0) {
+      const char* v = arg == "--chunk-size" ? value("--chunk-size") : argv[i] + 13;
+      char* end = nullptr;
+      unsigned long n = v == nullptr ? 0 : std::strtoul(v, &end, 10);
+      if (v == nullptr || *v == '\0' || *end != '\0' || n == 0 || n > 1000000) {
+        return Usage("--chunk-size needs a number of rows from 1 to 1000000");
+      }
+      a.backfill.chunk_size = static_cast<uint32_t>(n);
     } else if (arg == "-h" || arg == "--help" || arg == "help") {
       std::printf("%s", kUsage);
       return kExitOk;
@@ -361,11 +451,16 @@ int Main(int argc, char** argv) {
   const std::string& cmd = a.command[0];
   if (cmd == "version") return Version();
   bool slot = cmd == "slot";
-  if (cmd != "run" && cmd != "check" && !slot) return Usage("unknown command " + cmd);
+  bool backfill = cmd == "backfill";
+  if (cmd != "run" && cmd != "check" && !slot && !backfill) return Usage("unknown command " + cmd);
+  if (backfill && a.command.size() < 2) return Usage("backfill needs one or more SCHEMA.TABLE");
+  if (backfill) a.backfill.tables.assign(a.command.begin() + 1, a.command.end());
   if (slot && (a.command.size() != 2 || (a.command[1] != "status" && a.command[1] != "drop"))) {
     return Usage("slot needs `status` or `drop`");
   }
-  if (!slot && a.command.size() != 1) return Usage("unexpected argument " + a.command[1]);
+  if (!slot && !backfill && a.command.size() != 1) {
+    return Usage("unexpected argument " + a.command[1]);
+  }
   Result<conf::Config> config = Load(a);
   if (config.ok()) {
     // A DSN libpq cannot parse is a configuration error: exit 2 before
@@ -387,8 +482,11 @@ int Main(int argc, char** argv) {
     log::Error(config.status().message(), {{"code", "invalid configuration"}});
     return kExitUsage;
   }
+  // A secret in a file every local user can read: one warning per file.
+  for (const std::string& w : conf::PermissionWarnings(*config)) log::Warn(w);
   if (cmd == "run") return Run(*config);
   if (cmd == "check") return Check(*config);
+  if (backfill) return bridge::RunBackfillCommand(*config, a.backfill);
   if (a.command[1] == "status") return SlotStatus(*config);
   return SlotDrop(*config, a.yes);
 }

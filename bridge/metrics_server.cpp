@@ -173,6 +173,10 @@ MetricsSnapshot SnapshotOf(Pipeline& pipeline, std::string_view version) {
     m.down_since_ms = st.sink_down_since_ms[i].load();
     s.sinks.push_back(std::move(m));
   }
+  {
+    std::lock_guard<std::mutex> lock(st.snapshot.mu);
+    s.snapshot_rows = st.snapshot.rows;
+  }
   // The clocks last, so no "since" read above is later than "now".
   s.now_ms = MonotonicMs();
   s.now_us = pgwire::PgNowMicros();

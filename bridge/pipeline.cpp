@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "bridge/backfill.h"
 #include "bridge/core/log.h"
 #include "bridge/glob.h"
 #include "conf/redact.h"
@@ -195,7 +196,8 @@ Status Pipeline::Prepare() {
       if (state == "42501") {
         return Status::FailedPrecondition(
             "cannot create publication \"" + pub + "\": " + st.message() +
-            "; create it as the table owner or a superuser, or grant the privilege");
+            "; create it yourself as the tables' owner or a superuser, then set "
+            "source.create_publication = false");
       }
       return st.WithContext("creating publication \"" + pub + "\"");
     }
@@ -203,13 +205,17 @@ Status Pipeline::Prepare() {
   }
 
   if (db_.empty()) db_ = PQdb(c);
-  types_ = std::make_unique<pgwire::TypeResolver>(
-      pgwire::CatalogTypeFetcher(config_.source.dsn));
+  // Once: the envelope builder keeps a pointer to it (the fetcher reconnects by itself).
+  if (!types_) {
+    types_ = std::make_unique<pgwire::TypeResolver>(
+        pgwire::CatalogTypeFetcher(config_.source.dsn));
+  }
   return Status::Ok();
 }
 
 Status Pipeline::StartStream() {
   session_.reset();
+  streaming_ = false;
   Result<std::unique_ptr<pgwire::ReplicationSession>> rs =
       pgwire::ReplicationSession::Open(config_.source.dsn);
   if (!rs.ok()) return rs.status();
@@ -236,6 +242,10 @@ Status Pipeline::StartStream() {
     bool want_key = false;
     for (const SinkSlot& s : sinks_) want_key = want_key || s.state_topic.has_value();
     builder_->set_want_key_text(want_key);
+    snapshot_ = std::make_unique<InitialSnapshot>(
+        InitialSnapshot::Options{config_.source.dsn, config_.source.slot,
+                                 config_.source.publication},
+        builder_.get(), tracker_.get(), &stats_.snapshot);
   }
 
   // The slot: exists with pgoutput in this database, or is created.
@@ -253,16 +263,45 @@ Status Pipeline::StartStream() {
           "create it with SELECT pg_create_logical_replication_slot('" + slot +
           "', 'pgoutput') or set create_slot = true");
     }
-    std::string state;
-    Result<Lsn> point = session_->CreateSlot(slot, &state);
+    // The slot this process streamed from is gone (dropped by hand): a new one
+    // would start at the current WAL position and silently skip what was
+    // written since the confirmed LSN. Stop and say so instead.
+    if (tracker_->confirmed() != 0) {
+      return Status::FailedPrecondition(
+          "replication slot \"" + slot + "\" disappeared while walbus was using it (confirmed " +
+          FormatLsn(tracker_->confirmed()) + "); a new slot would silently skip the changes made "
+          "since: re-synchronise the consumers from the tables, then restart walbus (it creates "
+          "a new slot)");
+    }
+    // snapshot = "initial": the progress record exists before the slot does,
+    // so a crash right after creating it still leaves the snapshot to complete.
+    const bool initial = config_.source.snapshot == "initial";
+    if (initial) {
+      WALBUS_RETURN_IF_ERROR(snapshot_->BeforeCreateSlot(c));
+    } else {
+      // A record left by an earlier slot of this name describes nothing now.
+      WALBUS_RETURN_IF_ERROR(SnapshotStore(slot).Forget(c));
+    }
+    std::string state, exported;
+    Result<Lsn> point = session_->CreateSlot(slot, &state, initial ? &exported : nullptr);
     if (!point.ok() && state != "42710") {
-      return point.status().WithContext("creating replication slot \"" + slot + "\"");
+      Status st = point.status().WithContext("creating replication slot \"" + slot + "\"");
+      if (state == "53400" || st.message().find("max_replication_slots") != std::string::npos) {
+        return Status::FailedPrecondition(
+            st.message() + "; drop a slot nobody uses (see pg_replication_slots) or raise "
+                           "max_replication_slots in postgresql.conf and restart PostgreSQL");
+      }
+      return st;
     }
-    if (point.ok()) {
-      slot_confirmed = *point;
-      log::Info("created replication slot",
-                {{"slot", slot}, {"consistent_point", FormatLsn(*point)}});
+    if (!point.ok()) {
+      // Created by someone else in the meantime: start over with it.
+      return Status::Unavailable("replication slot \"" + slot + "\" was created concurrently");
     }
+    slot_confirmed = *point;
+    // Import the exported snapshot before the session runs anything else.
+    if (initial) WALBUS_RETURN_IF_ERROR(snapshot_->Import(c, *point, exported));
+    log::Info("created replication slot",
+              {{"slot", slot}, {"consistent_point", FormatLsn(*point)}});
   } else {
     const pgwire::Row& r = (*rows)[0];
     if (r[0].value_or("") != "pgoutput") {
@@ -282,14 +321,33 @@ Status Pipeline::StartStream() {
     if (r[3]) ParseLsn(*r[3], &slot_confirmed);
   }
   tracker_->Reset(slot_confirmed);
+  WALBUS_RETURN_IF_ERROR(CompleteSnapshot(slot_confirmed));
+  if (snapshot_->stopped()) return Status::Ok();  // SIGTERM during the snapshot
+  WALBUS_RETURN_IF_ERROR(LoadReadSnapshots(slot_confirmed));
   last_sent_flush_ = tracker_->confirmed();
 
   pgwire::StartOptions o;
   o.slot = slot;
   o.publication = config_.source.publication;
-  o.messages = config_.source.messages;
+  // Backfill watermarks are logical messages: asked for whenever the server has them.
+  o.messages = config_.source.messages || Backfill::Supported(PQserverVersion(sql_.get()));
   o.start = tracker_->confirmed();
   WALBUS_RETURN_IF_ERROR(session_->StartReplication(o));
+  streaming_ = true;
+  if (!backfill_ && o.messages) {
+    backfill_ = std::make_unique<Backfill>(
+        config_, builder_.get(),
+        Backfill::Hooks{[this](TableInfo* t) { PrepareTable(t); },
+                        [this](const Built& b) { return PublishBuilt(b); },
+                        [this](const std::string& table, uint64_t n) {
+                          std::lock_guard<std::mutex> lock(stats_.snapshot.mu);
+                          for (auto& [name, rows] : stats_.snapshot.rows) {
+                            if (name == table) return void(rows += n);
+                          }
+                          stats_.snapshot.rows.emplace_back(table, n);
+                        }});
+  }
+  if (backfill_) backfill_->OnStreaming();
   builder_->Clear();
   builder_->EndTransaction();
   received_ = std::max(received_, tracker_->confirmed());
@@ -301,9 +359,63 @@ Status Pipeline::StartStream() {
   return Status::Ok();
 }
 
+Status Pipeline::CompleteSnapshot(Lsn slot_confirmed) {
+  Result<bool> unfinished = snapshot_->Unfinished(sql_.get());
+  if (!unfinished.ok()) return unfinished.status();
+  if (!*unfinished) return Status::Ok();
+  if (config_.source.snapshot != "initial") {
+    return Status::FailedPrecondition(
+        "the initial snapshot of slot \"" + config_.source.slot + "\" is unfinished; set "
+        "source.snapshot = \"initial\" to complete it, or DELETE FROM " +
+        std::string(kWalbusSchema) + ".snapshots WHERE slot = '" + config_.source.slot +
+        "' to give it up");
+  }
+  stats_.state.store(PipelineStats::kStreaming);
+  stats_.pg_down_since_ms.store(0);
+  return snapshot_->Run(sql_.get(), slot_confirmed, this, stop_);
+}
+
+Status Pipeline::LoadReadSnapshots(Lsn confirmed) {
+  read_snapshots_.clear();
+  SnapshotStore store(config_.source.slot);
+  Result<std::vector<SnapshotStore::ReadSnapshot>> rs =
+      store.ReadSnapshotsAfter(sql_.get(), confirmed);
+  if (!rs.ok()) return rs.status();
+  for (const SnapshotStore::ReadSnapshot& r : *rs) {
+    Result<SnapshotVisibility> v = SnapshotVisibility::Parse(r.snapshot, r.lsn);
+    if (!v.ok()) return v.status().WithContext("snapshot progress of " + r.table);
+    read_snapshots_.emplace_back(r.table, std::move(v).value());
+    log::Info("not streaming again the changes the initial snapshot read",
+              {{"table", r.table}, {"until", FormatLsn(r.lsn)}});
+  }
+  return Status::Ok();
+}
+
+bool Pipeline::Skipped(const Built& b) const {
+  const TableInfo* t = b.table;
+  if (t == nullptr) return false;
+  if (t->internal) return true;
+  return t->skip_visible != nullptr && t->skip_visible->Saw(builder_->xid(), b.commit_lsn);
+}
+
+Status Pipeline::WaitForAcks(int timeout_ms) {
+  wakeup_->Arm();
+  if (stop_->load()) return Status::Ok();
+  struct pollfd p = {wakeup_->fd(), POLLIN, 0};
+  int n = poll(&p, 1, timeout_ms);
+  if (n < 0 && errno != EINTR) return Status::Unavailable("poll failed");
+  if (n > 0) wakeup_->Drain();
+  return CheckSinkFailures();
+}
+
 void Pipeline::PrepareTable(TableInfo* t) {
   t->included.assign(sinks_.size(), 0);
   t->topics.assign(sinks_.size(), {});
+  t->skip_visible = nullptr;
+  for (const auto& [name, visibility] : read_snapshots_) {
+    if (name == t->qualified) t->skip_visible = &visibility;
+  }
+  if (t->internal) return;  // walbus's own schema: never published
   for (size_t i = 0; i < sinks_.size(); ++i) {
     const auto& include = sinks_[i].config->include;
     bool in = include.empty();
@@ -405,9 +517,14 @@ Status Pipeline::FlushSinks() {
 }
 
 Status Pipeline::MaybeSendStatus(bool force, bool reply) {
+  if (!streaming_) {  // the initial snapshot: nothing may be confirmed yet
+    tracker_->Advance();
+    return Status::Ok();
+  }
   int64_t now = MonotonicMs();
   if (!force && now < next_status_ms_) return Status::Ok();
   Lsn confirmed = tracker_->Advance();
+  if (backfill_) backfill_->OnConfirmed(confirmed);
   stats_.confirmed_lsn.store(confirmed, std::memory_order_relaxed);
   stats_.confirmed_commit_time_us.store(tracker_->confirmed_commit_time_us(),
                                         std::memory_order_relaxed);
@@ -468,6 +585,7 @@ Status Pipeline::PublishOne(SinkSlot& s, size_t index, const Built& b) {
   e.payload = b.payload;
   e.commit_lsn = b.commit_lsn;
   e.seq = b.seq;
+  e.commit_time_us = b.commit_time_us;
   e.key = b.key_text;
   e.after = b.after;
   e.ticket = s.window->Issue();
@@ -505,6 +623,11 @@ Status Pipeline::Handle(const pgwire::XLogData& x) {
   pgwire::Message m;
   Status st = decoder_.Decode(x.data, &m);
   if (!st.ok()) return st.WithContext("at " + FormatLsn(x.wal_start));
+  if (backfill_) {  // watermarks, and the keys a backfill window must know
+    bool consumed = false;
+    WALBUS_RETURN_IF_ERROR(backfill_->Observe(m, &consumed));
+    if (consumed) return Status::Ok();
+  }
   Built b;
   if (auto* begin = std::get_if<pgwire::Begin>(&m)) {
     if (builder_->in_transaction()) {
@@ -538,20 +661,20 @@ Status Pipeline::Handle(const pgwire::XLogData& x) {
   }
   if (auto* ins = std::get_if<pgwire::Insert>(&m)) {
     WALBUS_RETURN_IF_ERROR(builder_->BuildInsert(*ins, x.wal_start, &b));
-    return PublishBuilt(b);
+    return Skipped(b) ? Status::Ok() : PublishBuilt(b);
   }
   if (auto* upd = std::get_if<pgwire::Update>(&m)) {
     WALBUS_RETURN_IF_ERROR(builder_->BuildUpdate(*upd, x.wal_start, &b));
-    return PublishBuilt(b);
+    return Skipped(b) ? Status::Ok() : PublishBuilt(b);
   }
   if (auto* del = std::get_if<pgwire::Delete>(&m)) {
     WALBUS_RETURN_IF_ERROR(builder_->BuildDelete(*del, x.wal_start, &b));
-    return PublishBuilt(b);
+    return Skipped(b) ? Status::Ok() : PublishBuilt(b);
   }
   if (auto* tr = std::get_if<pgwire::Truncate>(&m)) {
     for (uint32_t relid : tr->relations) {
       WALBUS_RETURN_IF_ERROR(builder_->BuildTruncate(relid, x.wal_start, &b));
-      WALBUS_RETURN_IF_ERROR(PublishBuilt(b));
+      if (!Skipped(b)) WALBUS_RETURN_IF_ERROR(PublishBuilt(b));
     }
     return Status::Ok();
   }
@@ -642,8 +765,11 @@ Status Pipeline::Stream() {
 }
 
 void Pipeline::Rewind() {
+  if (backfill_) backfill_->OnRewind(tracker_->confirmed());
   session_.reset();
+  streaming_ = false;
   paused_ = false;
+  if (snapshot_) snapshot_->Rewind();
   for (SinkSlot& s : sinks_) s.window->Rewind();
   tracker_->Reset(tracker_->confirmed());
   if (builder_) {
@@ -653,7 +779,7 @@ void Pipeline::Rewind() {
 }
 
 void Pipeline::Drain() {
-  if (!session_) return;
+  if (!session_ || !streaming_) return;
   Status st = FlushSinks();
   int64_t until = MonotonicMs() + kDrainMs;
   while (st.ok() && MonotonicMs() < until) {
@@ -683,11 +809,6 @@ Status Pipeline::Run(const std::atomic<bool>* stop, Wakeup* wakeup) {
     windows.push_back(s.window.get());
   }
   tracker_ = std::make_unique<AckTracker>(windows);
-  if (config_.source.snapshot != "never") {
-    return Status::FailedPrecondition(
-        "source.snapshot = \"" + config_.source.snapshot +
-        "\" is not available in this version; use \"never\"");
-  }
 
   int backoff = 0;
   Lsn confirmed_at_failure = 0;
@@ -706,6 +827,11 @@ Status Pipeline::Run(const std::atomic<bool>* stop, Wakeup* wakeup) {
     if (st.ok()) {
       prepared_ = true;
       st = StartStream();
+      if (st.ok() && !streaming_) {  // stopped during the initial snapshot (progress saved)
+        stats_.state.store(PipelineStats::kStopped);
+        session_.reset();
+        return Status::Ok();
+      }
     }
     if (st.ok()) {
       st = Stream();

@@ -9,6 +9,10 @@
 // fails it rewinds: drops the replication connection, abandons every
 // unacknowledged ticket and restarts from the confirmed LSN after a capped
 // exponential back-off, so nothing is skipped and nothing is buffered twice.
+// With source.snapshot = "initial", an unfinished initial snapshot
+// (bridge/snapshot.h) is completed before replication starts, through the
+// same sinks and ack tracker; the stream then starts at its consistent point.
+// Tables of the schema walbus owns (kWalbusSchema) are never published.
 //
 // Threads: Run() on one thread. Broker threads only touch the AckWindows.
 #pragma once
@@ -25,6 +29,8 @@
 #include "bridge/core/sink.h"
 #include "bridge/core/status.h"
 #include "bridge/envelope_builder.h"
+#include "bridge/snapshot.h"
+#include "bridge/snapshot_visibility.h"
 #include "bridge/topic_template.h"
 #include "bridge/wakeup.h"
 #include "conf/config.h"
@@ -57,6 +63,8 @@ struct PipelineStats {
   // events[sink * kOpCount + op]
   std::unique_ptr<std::atomic<uint64_t>[]> events;
   std::unique_ptr<std::atomic<uint64_t>[]> sink_errors;
+  // Rows read per table by the initial snapshot (walbus_snapshot_rows_total).
+  SnapshotCounters snapshot;
 };
 
 // Builds the sinks once the database name is known (JetStream stream subjects
@@ -64,7 +72,9 @@ struct PipelineStats {
 using SinkFactory =
     std::function<Result<std::vector<std::unique_ptr<Sink>>>(const std::string& db)>;
 
-class Pipeline {
+class Backfill;
+
+class Pipeline : private SnapshotHost {
  public:
   Pipeline(conf::Config config, SinkFactory make_sinks);
   ~Pipeline();
@@ -97,6 +107,13 @@ class Pipeline {
   Status OpenSinks(bool only_failed);
   Status Prepare();                 // SQL checks, publication, slot
   Status StartStream();             // replication session from the confirmed LSN
+  // An unfinished initial snapshot of the slot is completed (or, stopped,
+  // saved) before replication starts.
+  Status CompleteSnapshot(Lsn slot_confirmed);
+  // Tables a snapshot read under a newer snapshot than the consistent point:
+  // the stream skips the changes those snapshots already held.
+  Status LoadReadSnapshots(Lsn confirmed);
+  bool Skipped(const Built& b) const;
   Status Stream();                  // the CopyBoth loop until error or stop
   Status Handle(const pgwire::XLogData& x);
   Status PublishBuilt(const Built& b);
@@ -107,12 +124,16 @@ class Pipeline {
   // Back-pressure with hysteresis: pause when a sink reaches max_in_flight,
   // resume when every paused sink is down to half, so the source thread does
   // not wake for every acknowledgement at the boundary.
-  bool Paused();
+  bool Paused() override;
   Status WaitForProgress(int timeout_ms, bool watch_socket);
   void Rewind();
   void Drain();
   bool SleepInterruptible(int ms);
-  void PrepareTable(TableInfo* t);
+  void PrepareTable(TableInfo* t) override;
+  // SnapshotHost
+  Status Publish(const Built& b) override { return PublishBuilt(b); }
+  Status Flush() override { return FlushSinks(); }
+  Status WaitForAcks(int timeout_ms) override;
   void NoteError(const Status& st);
   void MaybeLogLag();
   void MaybeCheckRetainedWal();
@@ -126,6 +147,9 @@ class Pipeline {
   std::unique_ptr<pgwire::ReplicationSession> session_;
   pgwire::Decoder decoder_;
   std::unique_ptr<EnvelopeBuilder> builder_;
+  std::unique_ptr<InitialSnapshot> snapshot_;
+  std::unique_ptr<Backfill> backfill_;  // `walbus backfill` requests (bridge/backfill.h)
+  std::vector<std::pair<std::string, SnapshotVisibility>> read_snapshots_;  // by schema.table
   std::string db_;
   PipelineStats stats_;
 
@@ -140,6 +164,7 @@ class Pipeline {
   bool consumed_ = false;  // the last step read the socket and found nothing new
   int64_t first_unflushed_us_ = 0;
   bool prepared_ = false;
+  bool streaming_ = false;  // START_REPLICATION succeeded (status updates may be sent)
   bool paused_ = false;
   int64_t next_lag_log_ms_ = 0;
   int64_t next_retained_check_ms_ = 0;

@@ -14,6 +14,7 @@ PACKAGES=(
   redis-server redis-tools
   # test tools
   procps iproute2 openssl docker-compose dpkg-dev file chromium  # chromium: recipe_realtime_test
+  debootstrap  # deb_install_test.sh: installs the .deb in a fresh Debian 12 root
   python3 gnuplot-nox  # tests/bench/run.sh and its charts
 )
 

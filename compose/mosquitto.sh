@@ -13,6 +13,10 @@
 # clients are refused and that user is the only one), WALBUS_MQTT_PERSIST=1
 # (keep retained messages and sessions on disk in the directory),
 # WALBUS_MQTT_EXTRA (extra mosquitto.conf lines, e.g. "message_size_limit 1000").
+# TLS (opt-in): WALBUS_MQTT_TLS_DIR, a directory made by compose/tls-certs.sh,
+# makes the listener TLS-only with its server.crt/server.key (copied into the
+# broker's directory); WALBUS_MQTT_TLS_REQUIRE_CERT=1 also requires a client
+# certificate signed by its ca.crt (require_certificate true).
 set -euo pipefail
 
 cmd=${1:-}
@@ -20,7 +24,7 @@ port=${2:-${WALBUS_MQTT_PORT:-1883}}
 dir=${WALBUS_MQTT_DIR:-/tmp/walbus-mosquitto-$port}
 pidfile=$dir/mosquitto.pid
 
-url() { echo "tcp://127.0.0.1:$port"; }
+url() { if [ -n "${WALBUS_MQTT_TLS_DIR:-}" ]; then echo "ssl://127.0.0.1:$port"; else echo "tcp://127.0.0.1:$port"; fi; }
 
 running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 
@@ -33,6 +37,18 @@ case "$cmd" in
     rm -f "$pidfile"
     {
       echo "listener $port 127.0.0.1"
+      if [ -n "${WALBUS_MQTT_TLS_DIR:-}" ]; then
+        for f in server.crt server.key ca.crt; do
+          [ -f "$WALBUS_MQTT_TLS_DIR/$f" ] || { echo "mosquitto.sh: $WALBUS_MQTT_TLS_DIR/$f is missing (make it with compose/tls-certs.sh)" >&2; exit 1; }
+          cp "$WALBUS_MQTT_TLS_DIR/$f" "$dir/tls-$f"
+        done
+        echo "certfile $dir/tls-server.crt"
+        echo "keyfile $dir/tls-server.key"
+        echo "cafile $dir/tls-ca.crt"
+        if [ "${WALBUS_MQTT_TLS_REQUIRE_CERT:-0}" = 1 ]; then
+          echo "require_certificate true"
+        fi
+      fi
       echo "pid_file $pidfile"
       echo "log_dest file $dir/mosquitto.log"
       echo "log_type error"

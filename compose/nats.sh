@@ -17,6 +17,10 @@
 # config file of yours, e.g. with users and permissions, copied into the
 # directory and included by the generated one), WALBUS_NATS_ARGS (extra command-line options, e.g.
 # `--user u --pass p`).
+# TLS (opt-in): WALBUS_NATS_TLS_DIR, a directory made by compose/tls-certs.sh,
+# adds a tls block with its server.crt/server.key and ca.crt: clients must then
+# connect with TLS (tls://); WALBUS_NATS_TLS_VERIFY=1 also requires a client
+# certificate signed by ca.crt (`verify: true`).
 set -euo pipefail
 
 cmd=${1:-}
@@ -26,7 +30,7 @@ http_port=${WALBUS_NATS_HTTP_PORT:-$((port + 400))}
 pidfile=$dir/nats.pid
 server=$(command -v nats-server || echo /usr/sbin/nats-server)
 
-url() { echo "nats://127.0.0.1:$port"; }
+url() { if [ -n "${WALBUS_NATS_TLS_DIR:-}" ]; then echo "tls://127.0.0.1:$port"; else echo "nats://127.0.0.1:$port"; fi; }
 
 # A killed daemon stays a zombie until its parent reaps it: that counts as gone.
 alive() {
@@ -73,6 +77,19 @@ case "$cmd" in
         # nats-server resolves include paths against this file's directory only.
         cp "$WALBUS_NATS_CONF" "$dir/user.conf"
         echo 'include "user.conf"'
+      fi
+      if [ -n "${WALBUS_NATS_TLS_DIR:-}" ]; then
+        tls_dir=$(cd "$WALBUS_NATS_TLS_DIR" && pwd)
+        for f in server.crt server.key ca.crt; do
+          [ -f "$tls_dir/$f" ] || { echo "nats.sh: $tls_dir/$f is missing (make it with compose/tls-certs.sh)" >&2; exit 1; }
+        done
+        echo "tls {"
+        echo "  cert_file: \"$tls_dir/server.crt\""
+        echo "  key_file: \"$tls_dir/server.key\""
+        echo "  ca_file: \"$tls_dir/ca.crt\""
+        [ "${WALBUS_NATS_TLS_VERIFY:-0}" = 1 ] && echo "  verify: true"
+        echo "  timeout: 5"
+        echo "}"
       fi
       true
     } >"$conf"

@@ -12,6 +12,13 @@
 #
 # Environment: WALBUS_PG_PORT (default 55432), WALBUS_PG_DIR (default
 # /tmp/walbus-pg-PORT), WALBUS_PG_OPTS (extra `-c name=value` options).
+# Opt-in, both applied at every start:
+#   WALBUS_PG_SSL_DIR  a directory made by compose/tls-certs.sh: ssl = on with
+#                      its server.crt/server.key, and ca.crt to verify client
+#                      certificates (copied into PG_DIR/ssl, owned by the server)
+#   WALBUS_PG_HBA      the whole pg_hba.conf (lines separated by newlines), e.g.
+#                      "hostssl all all 127.0.0.1/32 scram-sha-256"; unset keeps
+#                      initdb's trust-everything file
 set -euo pipefail
 
 cmd=${1:-}
@@ -45,6 +52,20 @@ case "$cmd" in
 -c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$dir' \
 -c fsync=off -c synchronous_commit=on -c full_page_writes=off -c autovacuum=off \
 -c wal_sender_timeout=60s -c logging_collector=off ${WALBUS_PG_OPTS:-}"
+    if [ -n "${WALBUS_PG_SSL_DIR:-}" ]; then
+      for f in server.crt server.key ca.crt; do
+        [ -f "$WALBUS_PG_SSL_DIR/$f" ] || { echo "pg.sh: $WALBUS_PG_SSL_DIR/$f is missing (make it with compose/tls-certs.sh)" >&2; exit 1; }
+      done
+      mkdir -p "$dir/ssl"
+      cp "$WALBUS_PG_SSL_DIR/server.crt" "$WALBUS_PG_SSL_DIR/server.key" "$WALBUS_PG_SSL_DIR/ca.crt" "$dir/ssl/"
+      chmod 600 "$dir/ssl/server.key"
+      [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$dir/ssl"
+      opts="$opts -c ssl=on -c ssl_cert_file='$dir/ssl/server.crt' -c ssl_key_file='$dir/ssl/server.key' -c ssl_ca_file='$dir/ssl/ca.crt'"
+    fi
+    if [ -n "${WALBUS_PG_HBA:-}" ]; then
+      printf '%s\n' "$WALBUS_PG_HBA" >"$dir/data/pg_hba.conf"
+      [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir/data/pg_hba.conf"
+    fi
     as_pg "$bindir/pg_ctl -D '$dir/data' -l '$dir/server.log' -w -t 60 -o \"$opts\" start >/dev/null" \
       || { echo "pg.sh: PostgreSQL did not start on port $port, see $dir/server.log" >&2; exit 1; }
     dsn

@@ -79,6 +79,11 @@ struct Config {
   EnvelopeConfig envelope;
   std::vector<SinkConfig> sinks;            // at least one
   MetricsConfig metrics;
+  // The keys whose value, as written in the file (before ${NAME} expansion),
+  // holds a secret: "source.dsn", "sink 'x' password", "sink 'x' url", ...
+  // A secret that only comes from ${NAME} does not count. See
+  // conf/file_permissions.h.
+  std::vector<std::string> secrets_in_file;
 };
 
 }  // namespace walbus::conf

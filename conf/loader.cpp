@@ -17,6 +17,8 @@
 
 #include <toml++/toml.h>
 
+#include "conf/redact.h"
+
 namespace walbus::conf {
 namespace {
 
@@ -388,6 +390,28 @@ std::string CheckRedisUrlParts(std::string_view rest) {
   return "";
 }
 
+// True when `raw` (a value as written in the file) is nothing but ${NAME}
+// references, blanks and quotes: its secret comes from the environment.
+bool OnlyEnvReferences(std::string_view raw) {
+  for (size_t i = 0; i < raw.size();) {
+    if (raw.substr(i, 2) == "${") {
+      size_t close = raw.find('}', i + 2);
+      if (close == std::string_view::npos) return false;
+      i = close + 1;
+      continue;
+    }
+    char c = raw[i];
+    if (c != '\'' && c != '"' && !std::isspace(static_cast<unsigned char>(c))) return false;
+    ++i;
+  }
+  return true;
+}
+
+bool AnyLiteral(const std::vector<std::string>& secrets) {
+  return std::any_of(secrets.begin(), secrets.end(),
+                     [](const std::string& s) { return !OnlyEnvReferences(s); });
+}
+
 // Which broker's topic rules the literal text of a template must follow.
 enum class TopicSyntax { kFree, kNats, kMqtt };
 
@@ -721,6 +745,9 @@ Status Loader::LoadSource(const toml::key& key, const toml::node& n) {
     std::string what = "source." + std::string(k);
     if (k == "dsn") {
       WALBUS_RETURN_IF_ERROR(GetString(v, what, &s.dsn));
+      if (const auto* raw = v.as_string(); raw != nullptr && AnyLiteral(DsnSecrets(raw->get()))) {
+        config_.secrets_in_file.push_back("source.dsn");
+      }
       if (Trim(s.dsn).empty()) {
         return FailAt(v, "source.dsn is empty; set a libpq conninfo such as "
                          "\"host=127.0.0.1 dbname=shop user=walbus\"");
@@ -936,7 +963,12 @@ Status Loader::LoadSink(const toml::table& t, size_t number, SinkConfig* s) {
         handled = true;
       }
     }
-    if (handled) continue;
+    if (handled) {
+      if (k == "token" && !OnlyEnvReferences(v.as_string()->get())) {
+        config_.secrets_in_file.push_back(what);
+      }
+      continue;
+    }
 
     if (k == "topic") {
       WALBUS_RETURN_IF_ERROR(GetString(v, what, &s->topic));
@@ -971,14 +1003,21 @@ Status Loader::LoadSink(const toml::table& t, size_t number, SinkConfig* s) {
             s->url.find('@', sep + 3) != std::string::npos) {
           problem = "it must not contain credentials; put them in user and password";
         }
+      } else if (type == kRedis && s->url.rfind("rediss://", 0) == 0) {
+        problem = "rediss:// (TLS) is not supported: the hiredis walbus is built with (0.14, "
+                  "Debian 12) has no TLS, so the url must start with redis://; use it on a "
+                  "private network, or through a local TLS tunnel (stunnel, spiped) to the "
+                  "server as redis://127.0.0.1:PORT";
       } else if (type == kRedis) {
         static constexpr std::string_view kSchemes[] = {"redis"};
         problem = CheckUrl(s->url, kSchemes, true, "redis://127.0.0.1:6379/0");
         if (problem.empty()) problem = CheckRedisUrlParts(std::string_view(s->url).substr(8));
       }
       if (!problem.empty()) return FailAt(v, what + ": " + problem);
+      if (AnyLiteral(UrlSecrets(v.as_string()->get()))) config_.secrets_in_file.push_back(what);
     } else if (k == "password") {
       WALBUS_RETURN_IF_ERROR(GetString(v, what, &s->password));
+      if (!OnlyEnvReferences(v.as_string()->get())) config_.secrets_in_file.push_back(what);
     } else if (k == "stream") {
       WALBUS_RETURN_IF_ERROR(GetNonEmptyString(v, what, &s->stream));
       bool bad = std::any_of(s->stream.begin(), s->stream.end(), [](char c) {
@@ -1141,7 +1180,9 @@ Result<Config> ParseConfig(std::string_view toml_text, const std::string& path_f
 
 Result<Config> LoadConfig(const std::string& path, const GetEnv& getenv) {
   auto cannot_read = [&](int err) {
-    return Status::InvalidArgument(path + ": cannot read: " + std::strerror(err));
+    return Status::InvalidArgument(path + ": cannot read: " + std::strerror(err) +
+                                   "; check the path given to -c and that the user running "
+                                   "walbus may read it");
   };
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return cannot_read(errno);

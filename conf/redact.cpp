@@ -1,6 +1,7 @@
 #include "conf/redact.h"
 
 #include <cctype>
+#include <vector>
 
 namespace walbus::conf {
 namespace {
@@ -13,8 +14,15 @@ bool IsSecretParam(std::string_view key) {
   return key == "password" || key == "token" || key == "pass";
 }
 
+// The spans a redaction hid, when the caller wants them (DsnSecrets, UrlSecrets).
+using Hidden = std::vector<std::string>;
+
+void Note(Hidden* hidden, std::string_view span) {
+  if (hidden != nullptr) hidden->emplace_back(span);
+}
+
 // Redacts "a=1&password=x&b=2" (the part after '?', without '#fragment').
-std::string RedactQuery(std::string_view query) {
+std::string RedactQuery(std::string_view query, Hidden* hidden) {
   std::string out;
   size_t pos = 0;
   while (true) {
@@ -24,6 +32,7 @@ std::string RedactQuery(std::string_view query) {
     if (eq != std::string_view::npos && IsSecretParam(param.substr(0, eq))) {
       out.append(param.substr(0, eq + 1));
       out.append(kHidden);
+      Note(hidden, param.substr(eq + 1));
     } else {
       out.append(param);
     }
@@ -37,7 +46,7 @@ std::string RedactQuery(std::string_view query) {
 // One URL. The user-info is taken to end at the LAST '@' of the string, so a
 // password holding an unencoded '/', '?' or '@' is still hidden (at worst a
 // little more than the password is hidden, never less).
-std::string RedactOneUrl(std::string_view url, bool hide_lone_user) {
+std::string RedactOneUrl(std::string_view url, bool hide_lone_user, Hidden* hidden) {
   std::string out;
   size_t scheme_end = url.find("://");
   size_t auth_begin = scheme_end == std::string_view::npos ? 0 : scheme_end + 3;
@@ -51,8 +60,10 @@ std::string RedactOneUrl(std::string_view url, bool hide_lone_user) {
     if (colon != std::string_view::npos) {
       out.append(userinfo.substr(0, colon + 1));
       out.append(kHidden);
+      Note(hidden, userinfo.substr(colon + 1));
     } else if (hide_lone_user) {
       out.append(kHidden);
+      Note(hidden, userinfo);
     } else {
       out.append(userinfo);
     }
@@ -67,7 +78,7 @@ std::string RedactOneUrl(std::string_view url, bool hide_lone_user) {
   out.append(rest.substr(0, q + 1));
   std::string_view query = rest.substr(q + 1);
   size_t hash = query.find('#');
-  out.append(RedactQuery(query.substr(0, hash)));
+  out.append(RedactQuery(query.substr(0, hash), hidden));
   if (hash != std::string_view::npos) out.append(query.substr(hash));
   return out;
 }
@@ -91,7 +102,7 @@ bool StartsWithScheme(std::string_view s) {
 // key=value conninfo as libpq's conninfo_parse reads it: whitespace around
 // '=' allowed; a value is either single-quoted (backslash escapes \' and \\)
 // or runs to the next whitespace (backslash escapes the next character).
-std::string RedactConninfo(std::string_view s) {
+std::string RedactConninfo(std::string_view s, Hidden* hidden) {
   std::string out;
   size_t i = 0;
   const size_t n = s.size();
@@ -124,6 +135,7 @@ std::string RedactConninfo(std::string_view s) {
     }
     if (key == "password") {
       out.append(kHidden);
+      Note(hidden, s.substr(value_begin, i - value_begin));
     } else {
       out.append(s.substr(value_begin, i - value_begin));
     }
@@ -131,19 +143,18 @@ std::string RedactConninfo(std::string_view s) {
   return out;
 }
 
-}  // namespace
-
-std::string RedactDsn(std::string_view conninfo) {
+std::string RedactDsnInto(std::string_view conninfo, Hidden* hidden) {
   size_t lead = 0;
   while (lead < conninfo.size() && IsSpace(conninfo[lead])) ++lead;
   std::string_view body = conninfo.substr(lead);
   if (StartsWith(body, "postgresql://") || StartsWith(body, "postgres://")) {
-    return std::string(conninfo.substr(0, lead)) + RedactOneUrl(body, /*hide_lone_user=*/false);
+    return std::string(conninfo.substr(0, lead)) +
+           RedactOneUrl(body, /*hide_lone_user=*/false, hidden);
   }
-  return RedactConninfo(conninfo);
+  return RedactConninfo(conninfo, hidden);
 }
 
-std::string RedactUrl(std::string_view url) {
+std::string RedactUrlInto(std::string_view url, Hidden* hidden) {
   // A comma separates two URLs only when a scheme follows it; otherwise it is
   // part of the current one (a password may hold a ','), which keeps the
   // whole password inside the part that gets hidden.
@@ -158,12 +169,30 @@ std::string RedactUrl(std::string_view url) {
     }
     std::string_view one =
         url.substr(begin, comma == std::string_view::npos ? url.npos : comma - begin);
-    out.append(RedactOneUrl(one, /*hide_lone_user=*/true));
+    out.append(RedactOneUrl(one, /*hide_lone_user=*/true, hidden));
     if (comma == std::string_view::npos) break;
     out.push_back(',');
     begin = search = comma + 1;
   }
   return out;
+}
+
+}  // namespace
+
+std::string RedactDsn(std::string_view conninfo) { return RedactDsnInto(conninfo, nullptr); }
+
+std::string RedactUrl(std::string_view url) { return RedactUrlInto(url, nullptr); }
+
+std::vector<std::string> DsnSecrets(std::string_view conninfo) {
+  Hidden hidden;
+  RedactDsnInto(conninfo, &hidden);
+  return hidden;
+}
+
+std::vector<std::string> UrlSecrets(std::string_view url) {
+  Hidden hidden;
+  RedactUrlInto(url, &hidden);
+  return hidden;
 }
 
 }  // namespace walbus::conf

@@ -6,6 +6,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace walbus::conf {
 
@@ -22,5 +23,11 @@ std::string RedactDsn(std::string_view conninfo);
 // A user-info part without ':' is a NATS token and is hidden entirely;
 // `password=` and `token=` query parameters are hidden too.
 std::string RedactUrl(std::string_view url);
+
+// The values RedactDsn / RedactUrl hide, exactly as they appear in the input
+// (a quoted conninfo value keeps its quotes). Used to tell whether a text
+// holds a secret at all; never print what they return.
+std::vector<std::string> DsnSecrets(std::string_view conninfo);
+std::vector<std::string> UrlSecrets(std::string_view url);
 
 }  // namespace walbus::conf

@@ -28,6 +28,54 @@ Status ClassifyConnectError(std::string_view raw) {
     if (reason.rfind(prefix, 0) == 0) reason.erase(0, prefix.size());
   }
   std::string where = "PostgreSQL";
+  // TLS problems: each needs a change to source.dsn (or the server), so
+  // retrying would only repeat them.
+  if (Contains(reason, "certificate verify failed")) {
+    return Status::FailedPrecondition(
+        where + " TLS: the server's certificate is not trusted (" + reason +
+        "); set sslrootcert= in source.dsn to the CA file that signed it");
+  }
+  if (Contains(reason, "does not match host name")) {
+    return Status::FailedPrecondition(
+        where + " TLS: " + reason +
+        "; put a host name or address the certificate was issued for in source.dsn "
+        "(or use sslmode=verify-ca)");
+  }
+  if (Contains(reason, "root certificate file")) {
+    return Status::FailedPrecondition(
+        where + " TLS: " + reason +
+        "; set sslrootcert= in source.dsn to the CA file that signed the server's "
+        "certificate (or use sslmode=require, which does not verify it)");
+  }
+  if (Contains(reason, "requires a valid client certificate") ||
+      Contains(reason, "certificate authentication failed") ||
+      Contains(reason, "alert unknown ca") || Contains(reason, "alert bad certificate") ||
+      Contains(reason, "alert certificate required") ||
+      Contains(reason, "alert certificate unknown")) {
+    return Status::FailedPrecondition(
+        where + " rejected walbus's client certificate: " + reason +
+        "; set sslcert= and sslkey= in source.dsn to a certificate signed by the server's "
+        "ssl_ca_file, whose CN is the role name (or mapped in pg_ident.conf)");
+  }
+  if (Contains(reason, "certificate file") || Contains(reason, "private key file") ||
+      Contains(reason, "certificate present, but not private key") ||
+      Contains(reason, "could not load private key")) {
+    return Status::FailedPrecondition(where + " TLS: " + reason +
+                                      "; fix sslcert=/sslkey= in source.dsn (the key must be "
+                                      "mode 0600, owned by the user running walbus)");
+  }
+  if (Contains(reason, "server does not support SSL")) {
+    return Status::FailedPrecondition(where + " TLS: " + reason +
+                                      "; turn ssl on in postgresql.conf, or lower sslmode in "
+                                      "source.dsn");
+  }
+  if (Contains(reason, "no pg_hba.conf entry") &&
+      (Contains(reason, "no encryption") || Contains(reason, "SSL off"))) {
+    return Status::FailedPrecondition(
+        where + " refused the connection: " + reason +
+        "; if pg_hba.conf admits this user over TLS only (hostssl), add sslmode=verify-full "
+        "and sslrootcert= to source.dsn, else add a pg_hba.conf `host` line for it");
+  }
   if (Contains(reason, "password authentication failed") ||
       Contains(reason, "no password supplied") || Contains(reason, "authentication failed")) {
     return Status::FailedPrecondition(
@@ -52,9 +100,12 @@ Status ClassifyConnectError(std::string_view raw) {
   }
   if (Contains(reason, "invalid connection option") || Contains(reason, "missing \"=\"") ||
       Contains(reason, "invalid URI") || Contains(reason, "invalid integer value")) {
-    return Status::InvalidArgument("source.dsn: " + reason);
+    return Status::InvalidArgument("source.dsn: " + reason + "; fix the libpq connection string");
   }
-  return Status::Unavailable(where + " is unreachable: " + reason);
+  // Keep libpq's "connection to server at HOST, port PORT failed: " (which server).
+  std::string at = failed == std::string::npos ? "" : msg.substr(0, failed + 8);
+  return Status::Unavailable(where + " is unreachable: " + at + reason +
+                             "; check host and port in source.dsn and that PostgreSQL is running");
 }
 
 }  // namespace

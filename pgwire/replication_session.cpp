@@ -59,16 +59,25 @@ Result<SystemInfo> ReplicationSession::IdentifySystem() {
   return info;
 }
 
-Result<Lsn> ReplicationSession::CreateSlot(const std::string& slot, std::string* sqlstate) {
+Result<Lsn> ReplicationSession::CreateSlot(const std::string& slot, std::string* sqlstate,
+                                           std::string* exported_snapshot) {
   // The pre-PG15 spelling, accepted by 12 through 17.
-  std::string sql = "CREATE_REPLICATION_SLOT " + QuoteIdent(slot) +
-                    " LOGICAL pgoutput NOEXPORT_SNAPSHOT";
+  std::string sql = "CREATE_REPLICATION_SLOT " + QuoteIdent(slot) + " LOGICAL pgoutput " +
+                    (exported_snapshot != nullptr ? "EXPORT_SNAPSHOT" : "NOEXPORT_SNAPSHOT");
   Result<Rows> rows = Query(conn_.get(), sql, sqlstate);
   if (!rows.ok()) return rows.status();
   Lsn point = 0;
   if (rows->empty() || (*rows)[0].size() < 2 || !(*rows)[0][1] ||
       !ParseLsn(*(*rows)[0][1], &point)) {
     return Status::Corruption("CREATE_REPLICATION_SLOT returned no consistent point");
+  }
+  if (exported_snapshot != nullptr) {
+    // Columns: slot_name, consistent_point, snapshot_name, output_plugin.
+    if ((*rows)[0].size() < 3 || !(*rows)[0][2] || (*rows)[0][2]->empty()) {
+      return Status::Corruption("CREATE_REPLICATION_SLOT ... EXPORT_SNAPSHOT returned no "
+                                "snapshot name");
+    }
+    *exported_snapshot = *(*rows)[0][2];
   }
   return point;
 }
@@ -104,7 +113,10 @@ Status ReplicationSession::StreamEnded() {
     std::string code = state ? state : "";
     if (code == "42704") {  // e.g. publication "x" does not exist
       return Status::FailedPrecondition(
-          msg + "; recreate it (or set source.create_publication = true and restart)");
+          msg + "; it was dropped while walbus used it, and a recreated publication does not "
+                "cover the slot's pending changes (PostgreSQL decodes them with the catalog of "
+                "their time): recreate it, run `walbus slot drop -c FILE --yes`, restart walbus "
+                "and re-synchronise the consumers from the tables");
     }
     return Status::Unavailable("replication stream ended: " + msg);
   }

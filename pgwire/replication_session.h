@@ -60,7 +60,11 @@ class ReplicationSession {
   Result<SystemInfo> IdentifySystem();
   // CREATE_REPLICATION_SLOT ... LOGICAL pgoutput. Returns the consistent
   // point. AlreadyExists is reported as FailedPrecondition with sqlstate 42710.
-  Result<Lsn> CreateSlot(const std::string& slot, std::string* sqlstate = nullptr);
+  // With exported_snapshot, the slot's snapshot is exported (EXPORT_SNAPSHOT)
+  // and its name stored there: another connection may import it with SET
+  // TRANSACTION SNAPSHOT until this session runs its next command or closes.
+  Result<Lsn> CreateSlot(const std::string& slot, std::string* sqlstate = nullptr,
+                         std::string* exported_snapshot = nullptr);
   Status StartReplication(const StartOptions& options);
 
   enum class Kind { kNone, kXLogData, kKeepalive };

@@ -215,6 +215,7 @@ Result<MqttSink::Session> MqttSink::Handshake(const Endpoint& ep, const std::str
       return s;
     }
     Status st = s.transport->ReadSome(&in, deadline);
+    if (!st.ok() && st.code() == Code::kFailedPrecondition) return st;  // client certificate refused
     if (!st.ok()) {
       *hung_up = st.message().find("timed out") == std::string::npos;
       return Status::Unavailable(st.message() + " (before CONNACK)");

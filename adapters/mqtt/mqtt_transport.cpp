@@ -14,15 +14,35 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <mutex>
 
 namespace walbus::adapters::mqtt {
 namespace {
 
-std::string SslErrors() {
+// The broker's alert says it refused walbus's client certificate (or that it
+// needs one): a configuration problem, not an outage.
+bool IsCertificateAlert(unsigned long e) {
+  switch (ERR_GET_REASON(e)) {
+    case SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED:
+    case SSL_R_TLSV1_ALERT_UNKNOWN_CA:
+    case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Drains OpenSSL's error queue into one line; *cert_alert (when given) is set
+// if one of the errors is a certificate alert from the peer.
+std::string SslErrors(bool* cert_alert = nullptr) {
   std::string out;
   unsigned long e;
   while ((e = ERR_get_error()) != 0) {
+    if (cert_alert != nullptr && IsCertificateAlert(e)) *cert_alert = true;
     char buf[256];
     ERR_error_string_n(e, buf, sizeof buf);
     if (!out.empty()) out += "; ";
@@ -30,6 +50,10 @@ std::string SslErrors() {
   }
   return out.empty() ? "unknown TLS error" : out;
 }
+
+// How long Connect waits after a TLS 1.3 handshake for the broker's verdict
+// on the client certificate (see there).
+constexpr auto kPostHandshakeWait = std::chrono::milliseconds(200);
 
 int MillisLeft(Transport::Deadline deadline) {
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -154,15 +178,62 @@ Result<std::unique_ptr<Transport>> Transport::Connect(const std::string& host, u
                                         "in the TLS handshake with " + where));
       continue;
     }
+    // A certificate problem needs a change of configuration: retrying would
+    // only repeat it, so it is FailedPrecondition, not Unavailable.
     long verify = SSL_get_verify_result(ssl);
-    if (verify != X509_V_OK) {
-      return Status::Unavailable("TLS handshake with " + where + " failed: certificate: " +
-                                 X509_verify_cert_error_string(verify) +
-                                 " (check tls_ca and the broker's host name)");
+    if (verify == X509_V_ERR_HOSTNAME_MISMATCH || verify == X509_V_ERR_IP_ADDRESS_MISMATCH) {
+      return Status::FailedPrecondition(
+          "TLS handshake with " + where + " failed: the broker's certificate is not issued for " +
+          host + "; put a host name or address the certificate names in the url");
     }
-    return Status::Unavailable("TLS handshake with " + where + " failed: " + SslErrors());
+    if (verify != X509_V_OK) {
+      return Status::FailedPrecondition(
+          "TLS handshake with " + where + " failed: the broker's certificate is not trusted (" +
+          X509_verify_cert_error_string(verify) + "); set tls_ca to the CA file that signed it");
+    }
+    bool cert_alert = false;
+    std::string errors = SslErrors(&cert_alert);
+    if (cert_alert) {
+      t->cert_rejected_ = true;
+      return Status::FailedPrecondition(RejectedCertificateMessage(where, errors));
+    }
+    return Status::Unavailable("TLS handshake with " + where + " failed: " + errors);
+  }
+  t->where_ = where;
+  // With TLS 1.3 the client's handshake ends before the broker has checked
+  // the client certificate; a broker that refuses it answers with an alert
+  // and closes. Writing CONNECT into that race can end in a reset that
+  // hides the alert, so first give the broker a moment to answer: its
+  // session tickets (accepted) or the alert (refused), whichever comes.
+  // SSL_peek processes those records without consuming application data.
+  if (SSL_version(ssl) >= TLS1_3_VERSION) {
+    auto until = std::min(deadline, std::chrono::steady_clock::now() + kPostHandshakeWait);
+    pollfd p{t->fd_, POLLIN, 0};
+    if (::poll(&p, 1, MillisLeft(until)) > 0) {
+      char byte;
+      ERR_clear_error();
+      int rc = SSL_peek(ssl, &byte, 1);
+      if (rc <= 0) {
+        int err = SSL_get_error(ssl, rc);
+        if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE) {
+          bool cert_alert = false;
+          std::string errors = SslErrors(&cert_alert);
+          if (cert_alert) {
+            t->cert_rejected_ = true;
+            return Status::FailedPrecondition(RejectedCertificateMessage(where, errors));
+          }
+          // Anything else shows up again at the first read or write.
+        }
+      }
+    }
   }
   return t;
+}
+
+std::string Transport::RejectedCertificateMessage(const std::string& where,
+                                                  const std::string& errors) {
+  return "the broker " + where + " rejected walbus's TLS client certificate (" + errors +
+         "); set tls_cert and tls_key to a certificate signed by a CA the broker trusts";
 }
 
 ssize_t Transport::Read(char* buf, size_t n) {
@@ -193,7 +264,13 @@ ssize_t Transport::Read(char* buf, size_t n) {
     case SSL_ERROR_SYSCALL:
       error_ = errno != 0 ? strerror(errno) : "the broker closed the connection";
       return -1;
-    default: error_ = "TLS: " + SslErrors(); return -1;
+    default: {
+      bool cert_alert = false;
+      std::string errors = SslErrors(&cert_alert);
+      if (cert_alert) cert_rejected_ = true;
+      error_ = cert_alert ? RejectedCertificateMessage(where_, errors) : "TLS: " + errors;
+      return -1;
+    }
   }
 }
 
@@ -220,14 +297,20 @@ ssize_t Transport::Write(const char* buf, size_t n) {
     case SSL_ERROR_SYSCALL:
       error_ = errno != 0 ? strerror(errno) : "the broker closed the connection";
       return -1;
-    default: error_ = "TLS: " + SslErrors(); return -1;
+    default: {
+      bool cert_alert = false;
+      std::string errors = SslErrors(&cert_alert);
+      if (cert_alert) cert_rejected_ = true;
+      error_ = cert_alert ? RejectedCertificateMessage(where_, errors) : "TLS: " + errors;
+      return -1;
+    }
   }
 }
 
 Status Transport::WriteAll(std::string_view bytes, Deadline deadline) {
   while (!bytes.empty()) {
     ssize_t w = Write(bytes.data(), bytes.size());
-    if (w < 0) return Status::Unavailable(error_);
+    if (w < 0) return cert_rejected_ ? Status::FailedPrecondition(error_) : Status::Unavailable(error_);
     if (w == 0) {
       WALBUS_RETURN_IF_ERROR(WaitFor(write_wants_, deadline, "writing to the broker"));
       continue;
@@ -241,7 +324,7 @@ Status Transport::ReadSome(std::string* in, Deadline deadline) {
   char buf[4096];
   for (;;) {
     ssize_t r = Read(buf, sizeof buf);
-    if (r < 0) return Status::Unavailable(error_);
+    if (r < 0) return cert_rejected_ ? Status::FailedPrecondition(error_) : Status::Unavailable(error_);
     if (r > 0) {
       in->append(buf, static_cast<size_t>(r));
       return Status::Ok();

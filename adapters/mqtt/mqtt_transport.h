@@ -30,7 +30,9 @@ class Transport {
 
   // Resolves host, connects, and for TLS completes the handshake verifying
   // the server's certificate and host name. Unavailable on network errors
-  // and timeouts, InvalidArgument when the TLS files cannot be used.
+  // and timeouts, InvalidArgument when the TLS files cannot be used,
+  // FailedPrecondition when the broker's certificate is not trusted or not
+  // for `host`, or the broker refuses walbus's client certificate.
   static Result<std::unique_ptr<Transport>> Connect(const std::string& host, uint16_t port,
                                                     const TlsFiles& tls, Deadline deadline);
   ~Transport();
@@ -46,6 +48,9 @@ class Transport {
   short read_wants() const { return read_wants_; }
   short write_wants() const { return write_wants_; }
   const std::string& error() const { return error_; }
+  // The broker refused walbus's client certificate (a TLS alert); error()
+  // says so. With TLS 1.3 this shows only at the first read after the handshake.
+  bool cert_rejected() const { return cert_rejected_; }
 
   // Blocking with a deadline, for the CONNECT/CONNACK exchange.
   Status WriteAll(std::string_view bytes, Deadline deadline);
@@ -56,12 +61,16 @@ class Transport {
   struct Ssl;
   Transport() = default;
   Status WaitFor(short events, Deadline deadline, std::string_view what);
+  static std::string RejectedCertificateMessage(const std::string& where,
+                                                const std::string& errors);
 
   int fd_ = -1;
   std::unique_ptr<Ssl> ssl_;
   short read_wants_ = 0x001;   // POLLIN
   short write_wants_ = 0x004;  // POLLOUT
   std::string error_;
+  std::string where_;           // host:port, for messages
+  bool cert_rejected_ = false;
 };
 
 }  // namespace walbus::adapters::mqtt

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <cstdio>
 #include <utility>
 
 #include "adapters/nats/nats_connection.h"
@@ -14,6 +15,23 @@ namespace {
 
 constexpr const char* kMsgIdHeader = "Nats-Msg-Id";
 constexpr int64_t kStallWaitMs = 100;
+// The lag warning (LagWatch) repeats at most this often.
+constexpr int64_t kLagWarnEveryUs = 60'000'000;
+// PostgreSQL's epoch, 2000-01-01 UTC, in Unix microseconds.
+constexpr int64_t kPgEpochUnixUs = 946'684'800'000'000;
+
+int64_t NowPgUs() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+             .count() -
+         kPgEpochUnixUs;
+}
+
+std::string Seconds(int64_t us) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f", static_cast<double>(us) / 1e6);
+  return buf;
+}
 
 struct StreamInfoDeleter {
   void operator()(jsStreamInfo* si) const { jsStreamInfo_Destroy(si); }
@@ -157,6 +175,10 @@ struct JetStreamSink::Session {
   uint64_t published = 0;
   uint64_t seen = 0;
   std::chrono::steady_clock::time_point progress_at = std::chrono::steady_clock::now();
+  // The stream's Nats-Msg-Id window as the server has it (us; 0 = none), and
+  // when the lag warning was last written (PostgreSQL-epoch us).
+  int64_t duplicate_window_us = 0;
+  int64_t lag_warned_at_us = 0;
 
   ~Session() {
     if (!conn) return;
@@ -261,6 +283,17 @@ Result<std::unique_ptr<JetStreamSink::Session>> JetStreamSink::Start(AckSink* ac
     return StreamApiStatus(s, code, what + " cannot be read", link->servers);
   }
   link->stream_subjects = SubjectsOf(si.get());
+  if (si != nullptr && si->Config != nullptr) {
+    session->duplicate_window_us = si->Config->Duplicates / 1000;
+    if (si->Config->Duplicates / 1000000 != static_cast<int64_t>(options_.duplicate_window_ms)) {
+      log::Info("jetstream stream has its own duplicate window",
+                {{"sink", copts.name},
+                 {"stream", stream},
+                 {"duplicate_window_s", Seconds(session->duplicate_window_us)},
+                 {"configured_s", Seconds(static_cast<int64_t>(options_.duplicate_window_ms) * 1000)},
+                 {"note", "duplicate_window only applies when walbus creates the stream"}});
+    }
+  }
   for (const std::string& want : options_.subjects) {
     if (!AnyCovers(link->stream_subjects, want)) {
       return Status::FailedPrecondition(
@@ -300,6 +333,7 @@ Status JetStreamSink::Publish(const Event& event) {
                              std::to_string(session_->max_payload) + " bytes (" + link->servers +
                              "); raise max_payload on the server");
   }
+  WatchLag(event);
   subject_.assign(event.topic);
   id_.assign(event.id);
   FormatReply(event.ticket, event.table, &reply_);
@@ -363,6 +397,30 @@ Status JetStreamSink::Flush() {
       " outstanding; unacknowledged events will be re-published");
   link->Record(why);
   return why;
+}
+
+// Re-publishing deduplicates only within the stream's duplicate window of the
+// first publish. An event committed longer ago than that window may have been
+// published first at any time since its commit, so from here on a rewind (a
+// broker outage, a walbus restart) can store it twice: say so, once a minute
+// at most. The commit time comes from PostgreSQL's clock; skew between the
+// hosts shifts the lag by as much.
+void JetStreamSink::WatchLag(const Event& event) {
+  Session& session = *session_;
+  if (event.commit_time_us == 0 || session.duplicate_window_us <= 0) return;
+  int64_t now = NowPgUs();
+  int64_t lag = now - event.commit_time_us;
+  if (lag <= session.duplicate_window_us) return;
+  if (session.lag_warned_at_us != 0 && now - session.lag_warned_at_us < kLagWarnEveryUs) return;
+  session.lag_warned_at_us = now;
+  log::Warn("jetstream lag exceeds the stream's duplicate window: a re-publish after a restart "
+            "or outage may store events twice; raise the stream's duplicate window "
+            "(duplicate_window, or nats stream edit --dupe-window) above the lag walbus can have",
+            {{"sink", options_.connection.name},
+             {"stream", options_.stream},
+             {"lag_s", Seconds(lag)},
+             {"duplicate_window_s", Seconds(session.duplicate_window_us)},
+             {"event", event.id}});
 }
 
 Status JetStreamSink::Check() {

@@ -15,7 +15,11 @@
 // configured ones, or when the server has no JetStream. Unavailable (returned
 // or through AckSink::Fail) for a lost connection, a PubAck not received
 // within ack_timeout_ms, or JetStream answering "temporarily unavailable";
-// after Open or Close returns no earlier ticket is acknowledged. Permanent
+// after Open or Close returns no earlier ticket is acknowledged.
+//
+// Deduplication only covers the stream's duplicate window: Publish warns, once
+// a minute at most, when an event's commit is older than that window (the lag
+// at which a re-publish may no longer be recognised as a duplicate). Permanent
 // (naming event id, table, subject and the server's reason) for a payload
 // over max_payload, a JetStream API error on publish, a subject that no
 // stream covers (the server answers "no responders" and the configured
@@ -49,6 +53,9 @@ class JetStreamSink final : public Sink {
   struct Session;  // the connection, JetStream context and publish options
 
   Result<std::unique_ptr<Session>> Start(AckSink* acks, bool may_create);
+  // Warns (once a minute at most) when the event's commit is older than the
+  // stream's duplicate window.
+  void WatchLag(const Event& event);
 
   JetStreamOptions options_;
   std::unique_ptr<Session> session_;

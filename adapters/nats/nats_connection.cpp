@@ -1,6 +1,10 @@
 #include "adapters/nats/nats_connection.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <map>
 #include <thread>
 #include <utility>
 
@@ -107,6 +111,32 @@ void OnAsyncError(natsConnection* nc, natsSubscription*, natsStatus err, void* c
   log::Warn("nats asynchronous error", {{"sink", link->sink}, {"error", text}});
 }
 
+// A TLS connection the server closed right after the handshake, with no
+// -ERR: what nats-server does (TLS 1.3) when it rejects walbus's client
+// certificate or requires one. cnats only sees a missing PONG or a failed
+// SSL write, which a network blip could also cause, so it counts as a
+// configuration problem only once it happened kTlsRejectionsMeaningRefusal
+// times in a row for the same sink (reset by a successful connect).
+constexpr int kTlsRejectionsMeaningRefusal = 3;
+
+bool LooksLikeTlsRejection(natsStatus s, const std::string& text) {
+  if (s != NATS_PROTOCOL_ERROR && s != NATS_IO_ERROR && s != NATS_CONNECTION_CLOSED) return false;
+  return text.find("PONG") != std::string::npos || text.find("SSL_") != std::string::npos;
+}
+
+// Consecutive TLS rejections per sink name; the source thread is the only
+// caller of Connect for a sink, but check and run share the process.
+int CountTlsRejection(const std::string& sink, bool rejected) {
+  static std::mutex mu;
+  static std::map<std::string, int> counts;
+  std::lock_guard<std::mutex> lock(mu);
+  if (!rejected) {
+    counts.erase(sink);
+    return 0;
+  }
+  return ++counts[sink];
+}
+
 Status OptionFailure(natsStatus s, const std::string& what) {
   return Status::FailedPrecondition(what + ": " + NatsErrorText(s));
 }
@@ -201,6 +231,14 @@ Result<std::unique_ptr<Connection>> Connection::Connect(const NatsOptions& optio
     if (s != NATS_OK) return OptionFailure(s, where + ": token");
   }
   if (!options.creds.empty()) {
+    // cnats reads the file only while connecting, and reports a missing one
+    // like any connect failure (which would be retried for ever): check it here.
+    if (FILE* f = std::fopen(options.creds.c_str(), "r"); f != nullptr) {
+      std::fclose(f);
+    } else {
+      return Status::FailedPrecondition(where + ": cannot use creds file " + options.creds + ": " +
+                                        std::strerror(errno) + "; fix the sink's creds path");
+    }
     s = natsOptions_SetUserCredentialsFromFiles(opts.get(), options.creds.c_str(), nullptr);
     if (s != NATS_OK) return OptionFailure(s, where + ": cannot use creds file " + options.creds);
   }
@@ -253,6 +291,16 @@ Result<std::unique_ptr<Connection>> Connection::Connect(const NatsOptions& optio
     link->retired_at = Clock::now();
     link->retired.store(true);
     TheParking().Add(std::move(link));
+    if (tls && LooksLikeTlsRejection(s, text)) {
+      std::string why =
+          where + ": the server closed the TLS connection right after the handshake (" + text +
+          "): it rejects walbus's client certificate or requires one; set tls_cert and tls_key "
+          "to a certificate signed by a CA in the server's tls ca_file";
+      if (CountTlsRejection(options.name, true) >= kTlsRejectionsMeaningRefusal) {
+        return Status::FailedPrecondition(why);
+      }
+      return Status::Unavailable(why);
+    }
     switch (s) {
       case NATS_CONNECTION_AUTH_FAILED:
       case NATS_NOT_PERMITTED:
@@ -260,10 +308,29 @@ Result<std::unique_ptr<Connection>> Connection::Connect(const NatsOptions& optio
             where + ": the server refused the credentials (" + text +
             "); check user/password, token or creds");
       case NATS_SSL_ERROR:
-      case NATS_SECURE_CONNECTION_REQUIRED:
-      case NATS_SECURE_CONNECTION_WANTED:
+        if (text.find("hostname mismatch") != std::string::npos ||
+            text.find("IP address mismatch") != std::string::npos) {
+          return Status::FailedPrecondition(
+              where + ": TLS: the server's certificate is not issued for the host in the url (" +
+              text + "); put a host name or address the certificate names in the url");
+        }
+        if (text.find("certificate verify failed") != std::string::npos ||
+            text.find("unable to get local issuer") != std::string::npos ||
+            text.find("self-signed") != std::string::npos ||
+            text.find("self signed") != std::string::npos) {
+          return Status::FailedPrecondition(
+              where + ": TLS: the server's certificate is not trusted (" + text +
+              "); set tls_ca to the CA file that signed it");
+        }
         return Status::FailedPrecondition(where + ": TLS: " + text +
                                           "; check tls_ca/tls_cert/tls_key and the URL scheme");
+      case NATS_SECURE_CONNECTION_REQUIRED:
+        return Status::FailedPrecondition(where + ": TLS: " + text +
+                                          "; the server requires TLS: use a tls:// url and tls_ca");
+      case NATS_SECURE_CONNECTION_WANTED:
+        return Status::FailedPrecondition(where + ": TLS: " + text +
+                                          "; the server does not offer TLS: use a nats:// url "
+                                          "without tls_ca/tls_cert/tls_key");
       case NATS_INVALID_ARG:
       case NATS_ADDRESS_MISSING:
         return Status::FailedPrecondition(where + ": bad server URL: " + text);
@@ -272,6 +339,7 @@ Result<std::unique_ptr<Connection>> Connection::Connect(const NatsOptions& optio
     }
   }
 
+  CountTlsRejection(options.name, false);
   auto conn = std::make_unique<Connection>(Key());
   conn->nc_.reset(raw_nc);
   conn->link_ = std::move(link);

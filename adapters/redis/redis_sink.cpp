@@ -508,7 +508,15 @@ Status RedisSink::Connection::Judge(const Pending& p, uint64_t* ack) const {
           std::string what = " event " + std::string(p.Id()) + " (table " + std::string(p.Table()) +
                              "): " + std::string(why);
           if (IsTransientError(why)) return Status::Unavailable(where + " cannot take" + what);
-          return Status::Permanent(where + " refused" + what);
+          std::string fix = why.starts_with("WRONGTYPE")
+                                ? "; the stream key holds another Redis type: delete or rename "
+                                  "that key, or change the sink's key template"
+                            : why.starts_with("NOPERM")
+                                ? "; grant the sink's redis user XADD on these keys (ACL SETUSER)"
+                            : why.starts_with("OOM")
+                                ? "; raise maxmemory or set the sink's maxlen"
+                                : "";
+          return Status::Permanent(where + " refused" + what + fix);
         }
       } else if (r.type != REDIS_REPLY_STRING && r.type != REDIS_REPLY_STATUS) {
         return Status::Unavailable(where + ": unexpected reply type " + std::to_string(r.type) +

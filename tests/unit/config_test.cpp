@@ -735,7 +735,9 @@ TEST(ConfigFile, MissingFile) {
   Result<Config> r = LoadConfig("/nonexistent/walbus.toml", kNoEnv);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), Code::kInvalidArgument);
-  EXPECT_EQ(r.status().message(), "/nonexistent/walbus.toml: cannot read: No such file or directory");
+  EXPECT_EQ(r.status().message(),
+            "/nonexistent/walbus.toml: cannot read: No such file or directory; check the path given "
+            "to -c and that the user running walbus may read it");
 }
 
 TEST(ConfigFile, DirectoryIsUnreadable) {
