@@ -29,21 +29,10 @@
 #include <string_view>
 #include <vector>
 
+#include "bridge/xid_snapshot.h"
 #include "pgwire/pgoutput.h"
 
 namespace walbus::bridge {
-
-struct XidSnapshot {
-  uint64_t xmin = 0;
-  uint64_t xmax = 0;
-  std::vector<uint64_t> xip;  // sorted
-
-  // pg_snapshot text: "xmin:xmax:xip1,xip2,...". False when malformed.
-  static bool Parse(std::string_view text, XidSnapshot* out);
-  // Whether a transaction that committed, known by the 32-bit xid pgoutput's
-  // Begin carries, was visible to the snapshot.
-  bool Sees(uint32_t xid) const;
-};
 
 // Appends one key part (a column's text value) to an encoded key: 4-byte
 // big-endian length, then the bytes, so ("a,b") and ("a","b") differ.

@@ -16,10 +16,10 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
-#include <vector>
 
 #include "bridge/core/lsn.h"
 #include "bridge/core/status.h"
+#include "bridge/xid_snapshot.h"
 
 namespace walbus::bridge {
 
@@ -39,9 +39,7 @@ class SnapshotVisibility {
   const std::string& text() const { return text_; }
 
  private:
-  uint64_t xmin_ = 0;
-  uint64_t xmax_ = 0;
-  std::vector<uint64_t> xip_;  // sorted
+  XidSnapshot xids_;
   Lsn wal_lsn_ = 0;
   std::string text_;
 };
