@@ -16,6 +16,7 @@ PACKAGES=(
   procps iproute2 openssl docker-compose dpkg-dev file chromium  # chromium: recipe_realtime_test
   debootstrap  # deb_install_test.sh: installs the .deb in a fresh Debian 12 root
   python3 gnuplot-nox  # tests/bench/run.sh and its charts
+  clang clang-14 libclang-rt-14-dev  # tests/fuzz (libFuzzer), run by test.sh in CI
 )
 
 missing=()

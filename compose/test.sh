@@ -31,3 +31,13 @@ fi
 
 # Integration tests share loopback ports per file, so they run one at a time.
 ctest --test-dir "$build" --output-on-failure --timeout 900 "$@"
+
+# In CI (or with WALBUS_CI_SANITIZE=1; =0 skips it) the same tests again under
+# ASan+UBSan in build-asan/ (without the packaging tests), then each fuzz target
+# for 60 s: about 35 minutes more on 2 cores (docs/sanitizers.md).
+sanitize=${WALBUS_CI_SANITIZE:-0}
+[ "${CI:-}" = "true" ] && sanitize=${WALBUS_CI_SANITIZE:-1}
+if [ "$sanitize" = 1 ]; then
+  tests/sanitizers/run.sh asan -E '^deb_' "$@"
+  tests/fuzz/run.sh 60
+fi

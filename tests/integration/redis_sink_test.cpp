@@ -306,7 +306,7 @@ TEST_F(RedisSinkTest, MaxlenTrimsApproximately) {
 
 TEST_F(RedisSinkTest, PayloadsAreBinarySafeAndMayBeLarge) {
   std::vector<TestEvent> events = MakeEvents("big", 4, 1);
-  events[1].payload = std::string("a\0b\r\n$3\r\n", 11);
+  events[1].payload = std::string("a\0b\r\n$3\r\n", 9);  // the literal's 9 bytes, NUL included
   events[2].payload = std::string(3 << 20, 'z');  // past the early-write threshold
   RedisSink sink(Options());
   FakeAcks acks;

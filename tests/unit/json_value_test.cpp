@@ -4,7 +4,6 @@
 // and pgoutput sends it as it is (tests/fuzz/README.md, "json values").
 #include <gtest/gtest.h>
 
-#include <chrono>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -107,24 +106,6 @@ TEST(JsonValue, DeepNesting) {
 }
 
 // What the check costs per value, printed (not asserted: machines differ).
-TEST(JsonValue, CostPerValue) {
-  const std::string doc =
-      R"({"id": 42, "name": "Ada Lovelace", "tags": ["math", "engines", "notes"],)"
-      R"( "address": {"city": "London", "zip": "W1", "geo": [51.5072, -0.1276]},)"
-      R"( "active": true, "score": 98.25, "notes": null})";
-  constexpr int kRounds = 200000;
-  std::string out;
-  out.reserve(4096);
-  auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < kRounds; ++i) {
-    out.clear();
-    ASSERT_TRUE(Append(kJson, doc, &out).ok());
-  }
-  double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start)
-                  .count() / kRounds;
-  std::printf("json value of %zu bytes: %.0f ns per AppendValue (grammar check included)\n",
-              doc.size(), ns);
-}
 
 }  // namespace
 }  // namespace walbus
