@@ -39,7 +39,7 @@ void AckWindow::Ack(uint64_t ticket) {
     acked_.store(ticket, std::memory_order_release);
     DrainLocked();
   }
-  if (wakeup_ != nullptr) wakeup_->Notify();
+  if (wakeup_ != nullptr) wakeup_->NotifyAck();
 }
 
 void AckWindow::AckThrough(uint64_t ticket) {
@@ -56,7 +56,7 @@ void AckWindow::AckThrough(uint64_t ticket) {
     acked_.store(ticket, std::memory_order_release);
     DrainLocked();
   }
-  if (wakeup_ != nullptr) wakeup_->Notify();
+  if (wakeup_ != nullptr) wakeup_->NotifyAck();
 }
 
 void AckWindow::DrainLocked() {

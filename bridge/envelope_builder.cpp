@@ -2,7 +2,6 @@
 
 #include <time.h>
 
-#include <charconv>
 #include <cstdint>
 
 #include "bridge/json_writer.h"
@@ -10,12 +9,38 @@
 namespace walbus::bridge {
 namespace {
 
+// Literals are appended as string_views: their length is known at compile
+// time (append(const char*) would strlen each one, for every event).
+using namespace std::string_view_literals;
+
 constexpr int64_t kPgEpochUnixSeconds = 946684800;
 
+// Digits written right to left into a stack buffer, then one append: seq
+// has one to four digits almost always, where this beats std::to_chars's
+// length computation.
 void AppendUint(std::string* out, uint64_t v) {
-  char buf[24];
-  auto r = std::to_chars(buf, buf + sizeof buf, v);
-  out->append(buf, r.ptr);
+  char buf[20];  // 18446744073709551615
+  char* const end = buf + sizeof buf;
+  char* p = end;
+  do {
+    *--p = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  out->append(p, static_cast<size_t>(end - p));
+}
+
+// What follows the id in every envelope: `","op":"<op>","source":{`, one
+// append per event instead of three.
+std::string_view OpAndSourceOpen(Op op) {
+  switch (op) {
+    case Op::kInsert: return "\",\"op\":\"insert\",\"source\":{"sv;
+    case Op::kUpdate: return "\",\"op\":\"update\",\"source\":{"sv;
+    case Op::kDelete: return "\",\"op\":\"delete\",\"source\":{"sv;
+    case Op::kTruncate: return "\",\"op\":\"truncate\",\"source\":{"sv;
+    case Op::kRead: return "\",\"op\":\"read\",\"source\":{"sv;
+    case Op::kMessage: return "\",\"op\":\"message\",\"source\":{"sv;
+  }
+  return "\",\"op\":\"?\",\"source\":{"sv;
 }
 
 bool IsValidUtf8(std::string_view s) {
@@ -98,6 +123,7 @@ Result<std::unique_ptr<TableInfo>> EnvelopeBuilder::Describe(const pgwire::Relat
     const pgwire::RelationColumn& c = rel.columns[i];
     TableInfo::Col col;
     col.name = std::string(c.name);
+    col.json_key = ',';
     AppendJsonString(&col.json_key, c.name);
     col.json_key += ':';
     Result<pgwire::TypeInfo> type = types_->Resolve(c.type_oid);
@@ -156,28 +182,27 @@ void EnvelopeBuilder::AppendHeaderWith(Op op, std::string_view source_fields, Ls
                                        std::string_view id_prefix, uint32_t seq,
                                        std::string_view txn_json) {
   payload_.clear();
-  payload_ += "{\"id\":\"";
+  payload_ += "{\"id\":\""sv;
   id_begin_ = payload_.size();
   payload_ += id_prefix;
   AppendUint(&payload_, seq);
   id_end_ = payload_.size();
-  payload_ += "\",\"op\":\"";
-  payload_ += OpName(op);
-  payload_ += "\",\"source\":{";
+  payload_ += OpAndSourceOpen(op);
   payload_ += source_fields;
-  payload_ += ",\"lsn\":\"";
+  payload_ += ",\"lsn\":\""sv;
   AppendLsn(&payload_, change_lsn);
   payload_ += '"';
   payload_ += txn_json;
-  payload_ += ",\"seq\":";
+  payload_ += ",\"seq\":"sv;
   AppendUint(&payload_, seq);
   payload_ += '}';
 }
 
 Status EnvelopeBuilder::AppendRow(const TableInfo& t, pgwire::Tuple tuple,
                                   pgwire::Tuple fill_from, bool collect_unchanged) {
-  payload_ += '{';
-  bool first = true;
+  // Every key is appended with its leading comma; the first one's becomes
+  // the opening brace.
+  const size_t open = payload_.size();
   for (size_t i = 0; i < tuple.size(); ++i) {
     const pgwire::Column& c = tuple[i];
     std::string_view text = c.value;
@@ -193,11 +218,9 @@ Status EnvelopeBuilder::AppendRow(const TableInfo& t, pgwire::Tuple tuple,
         continue;
       }
     }
-    if (!first) payload_ += ',';
-    first = false;
     payload_ += t.cols[i].json_key;
     if (kind == pgwire::ColumnKind::kNull) {
-      payload_ += "null";
+      payload_ += "null"sv;
       continue;
     }
     Status s = AppendValue(&payload_, t.cols[i].type, text, options_);
@@ -206,27 +229,29 @@ Status EnvelopeBuilder::AppendRow(const TableInfo& t, pgwire::Tuple tuple,
                                 s.message());
     }
   }
-  payload_ += '}';
+  if (payload_.size() == open) {
+    payload_ += "{}"sv;
+  } else {
+    payload_[open] = '{';
+    payload_ += '}';
+  }
   return Status::Ok();
 }
 
 Status EnvelopeBuilder::AppendKey(const TableInfo& t, pgwire::Tuple tuple,
                                   pgwire::Tuple fallback) {
-  payload_ += '{';
   key_text_.clear();
+  const size_t open = payload_.size();  // as in AppendRow
   bool first = true;
   for (size_t i : t.key_cols) {
     const pgwire::Column* c = &tuple[i];
     if (c->kind == pgwire::ColumnKind::kUnchanged && i < fallback.size()) c = &fallback[i];
-    if (!first) {
-      payload_ += ',';
-      if (want_key_text_) key_text_ += ',';
-    }
+    if (!first && want_key_text_) key_text_ += ',';
     first = false;
     payload_ += t.cols[i].json_key;
     if (c->kind != pgwire::ColumnKind::kText) {
       // NULL, or an unchanged out-of-line key value PostgreSQL did not send.
-      payload_ += "null";
+      payload_ += "null"sv;
       continue;
     }
     if (want_key_text_) key_text_ += c->value;
@@ -236,7 +261,12 @@ Status EnvelopeBuilder::AppendKey(const TableInfo& t, pgwire::Tuple tuple,
                                 s.message());
     }
   }
-  payload_ += '}';
+  if (payload_.size() == open) {
+    payload_ += "{}"sv;
+  } else {
+    payload_[open] = '{';
+    payload_ += '}';
+  }
   return Status::Ok();
 }
 
@@ -283,25 +313,25 @@ Status EnvelopeBuilder::BuildRow(Op op, TableInfo* t, Lsn change_lsn, char old_k
 Status EnvelopeBuilder::AppendChange(Op op, const TableInfo& t, char old_kind,
                                      pgwire::Tuple old_tuple, pgwire::Tuple new_tuple) {
   unchanged_.clear();
-  payload_ += ",\"key\":";
+  payload_ += ",\"key\":"sv;
   WALBUS_RETURN_IF_ERROR(
       AppendKey(t, op == Op::kDelete ? old_tuple : new_tuple, old_tuple));
-  payload_ += ",\"before\":";
+  payload_ += ",\"before\":"sv;
   if (old_kind == 'O') {
     WALBUS_RETURN_IF_ERROR(AppendRow(t, old_tuple, {}, false));
   } else {
-    payload_ += "null";
+    payload_ += "null"sv;
   }
-  payload_ += ",\"after\":";
+  payload_ += ",\"after\":"sv;
   after_begin_ = payload_.size();
   if (op == Op::kDelete) {
-    payload_ += "null";
+    payload_ += "null"sv;
   } else {
     WALBUS_RETURN_IF_ERROR(AppendRow(t, new_tuple, old_tuple, true));
   }
   after_end_ = payload_.size();
   if (!unchanged_.empty()) {
-    payload_ += ",\"unchanged\":[";
+    payload_ += ",\"unchanged\":["sv;
     for (size_t i = 0; i < unchanged_.size(); ++i) {
       if (i > 0) payload_ += ',';
       AppendJsonString(&payload_, t.cols[unchanged_[i]].name);

@@ -44,7 +44,7 @@ std::string_view OpName(Op op);
 struct TableInfo {
   struct Col {
     std::string name;
-    std::string json_key;  // "\"name\":" already escaped
+    std::string json_key;  // ",\"name\":" already escaped, with a leading comma
     pgwire::TypeInfo type;
   };
   uint32_t oid = 0;

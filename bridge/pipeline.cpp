@@ -539,7 +539,11 @@ Status Pipeline::MaybeSendStatus(bool force, bool reply) {
 }
 
 Status Pipeline::WaitForProgress(int timeout_ms, bool watch_socket) {
-  wakeup_->Arm();
+  // Waiting for WAL (not paused), acknowledgements need not wake the source
+  // thread: the next batch or status update counts them. Waking for each
+  // one cost a round of syscalls per batch with sinks that acknowledge
+  // event by event (JetStream, MQTT). Failures and stop still wake it.
+  wakeup_->Arm(/*acks=*/!watch_socket);
   // Re-check after arming: an acknowledgement that landed before Arm() would
   // not write to the eventfd.
   if (stop_->load()) return Status::Ok();
@@ -597,10 +601,13 @@ Status Pipeline::PublishOne(SinkSlot& s, size_t index, const Built& b) {
       if (IsRetryable(st)) s.needs_reopen = true;
       return ForSink(st, s.sink->name());
     }
-    // The client library's own window is full: let it drain.
+    // The client library's own window is full: let it drain. Sleep until an
+    // acknowledgement (or 1 ms, for a sink whose room comes from writes):
+    // WaitForProgress would return at once unless the pipeline is paused,
+    // and this loop would spin a core the broker needs.
     WALBUS_RETURN_IF_ERROR(FlushSinks());
     WALBUS_RETURN_IF_ERROR(MaybeSendStatus(false, false));
-    WALBUS_RETURN_IF_ERROR(WaitForProgress(5, false));
+    WALBUS_RETURN_IF_ERROR(WaitForAcks(1));
     if (stop_->load()) return Status::Unavailable("stopping");
   }
   stats_.events[index * kOpCount + static_cast<int>(b.op)].fetch_add(1, std::memory_order_relaxed);
@@ -717,8 +724,11 @@ Status Pipeline::Stream() {
         consumed_ = false;
         // The socket is empty too. With events pending, let more arrive for
         // the rest of the coalescing window without waking per message, so
-        // one sink flush serves the burst.
-        if (unflushed_ > 0) {
+        // one sink flush serves the burst. Only inside a transaction: the
+        // walsender sends a transaction's messages back to back at its
+        // commit, so once the Commit is read the burst is complete and
+        // waiting out the window would only delay its subscribers.
+        if (unflushed_ > 0 && builder_->in_transaction()) {
           int64_t left = first_unflushed_us_ + kCoalesceUs - MonotonicUs();
           if (left > 0) {
             struct timespec ts = {0, static_cast<long>(left * 1000)};

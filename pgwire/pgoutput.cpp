@@ -78,6 +78,8 @@ class MessageReader {
     return Status::Corruption(std::move(m));
   }
 
+  // Every read is checked; the failure path (formatting the message) is out
+  // of line so that the checks of a valid message stay a compare and a branch.
   Status U8(const Field& field, uint8_t* out) { return Check(reader_.ReadU8(out), field, 1); }
   Status U16(const Field& field, uint16_t* out) { return Check(reader_.ReadU16(out), field, 2); }
   Status U32(const Field& field, uint32_t* out) { return Check(reader_.ReadU32(out), field, 4); }
@@ -94,16 +96,10 @@ class MessageReader {
   Status CountedBytes(const Field& field, std::string_view* out) {
     size_t at = offset();
     int32_t len = 0;
-    if (!reader_.ReadI32(&len)) {
-      return Error(at, field.Describe() + " length needs 4 bytes, only " +
-                           std::to_string(remaining()) + " left");
-    }
-    if (len < 0) {
-      return Error(at, field.Describe() + " has negative length " + std::to_string(len));
-    }
-    if (!reader_.ReadBytes(static_cast<size_t>(len), out)) {
-      return Error(at, field.Describe() + " length " + std::to_string(len) +
-                           " exceeds the " + std::to_string(remaining()) + " bytes left");
+    if (!reader_.ReadI32(&len)) [[unlikely]] return CountedBytesError(at, field, false, 0);
+    if (len < 0) [[unlikely]] return CountedBytesError(at, field, true, len);
+    if (!reader_.ReadBytes(static_cast<size_t>(len), out)) [[unlikely]] {
+      return CountedBytesError(at, field, true, len);
     }
     return Status::Ok();
   }
@@ -116,9 +112,25 @@ class MessageReader {
 
  private:
   Status Check(bool ok, const Field& field, size_t size) const {
-    if (ok) return Status::Ok();
+    if (ok) [[likely]] return Status::Ok();
+    return ReadError(field, size);
+  }
+  [[gnu::noinline, gnu::cold]] Status ReadError(const Field& field, size_t size) const {
     return Error(offset(), field.Describe() + " needs " + std::to_string(size) +
                                " bytes, only " + std::to_string(remaining()) + " left");
+  }
+  // have_len: the length was read (and is negative or too large).
+  [[gnu::noinline, gnu::cold]] Status CountedBytesError(size_t at, const Field& field,
+                                                       bool have_len, int32_t len) const {
+    if (!have_len) {
+      return Error(at, field.Describe() + " length needs 4 bytes, only " +
+                           std::to_string(remaining()) + " left");
+    }
+    if (len < 0) {
+      return Error(at, field.Describe() + " has negative length " + std::to_string(len));
+    }
+    return Error(at, field.Describe() + " length " + std::to_string(len) + " exceeds the " +
+                         std::to_string(remaining()) + " bytes left");
   }
 
   Reader reader_;
@@ -126,9 +138,10 @@ class MessageReader {
 };
 
 // Which tuple of a message is being read: "old tuple" or "new tuple".
+// string_views, so naming a column's field costs no strlen per column.
 struct TupleNames {
-  const char* count;   // "old tuple column count"
-  const char* column;  // "old tuple column"
+  std::string_view count;   // "old tuple column count"
+  std::string_view column;  // "old tuple column"
 };
 constexpr TupleNames kOldTuple{"old tuple column count", "old tuple column"};
 constexpr TupleNames kNewTuple{"new tuple column count", "new tuple column"};
@@ -138,7 +151,7 @@ constexpr TupleNames kNewTuple{"new tuple column count", "new tuple column"};
 Status ReadTuple(MessageReader* r, const TupleNames& names, std::vector<Column>* columns) {
   size_t at = r->offset();
   uint16_t count = 0;
-  WALBUS_RETURN_IF_ERROR(r->U16(names.count, &count));
+  WALBUS_RETURN_IF_ERROR(r->U16(Field(names.count, 0), &count));
   if (count > kMaxTupleAttributeNumber) {
     return r->Error(at, std::string(names.count) + " " + std::to_string(count) +
                             " exceeds PostgreSQL's maximum of " +

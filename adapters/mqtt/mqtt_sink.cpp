@@ -20,8 +20,13 @@ using Clock = std::chrono::steady_clock;
 // Staged bytes are handed to the I/O thread at Flush or when this many have
 // collected, so a long batch keeps the socket busy.
 constexpr size_t kHandoffAt = 128 * 1024;
-// Buffers that grew past this for one huge event are released afterwards.
-constexpr size_t kKeepCapacity = 16 * 1024 * 1024;
+// Buffers that grew past this (a burst, a huge event) are released once empty.
+constexpr size_t kKeepCapacity = 1024 * 1024;
+// At most about this many bytes wait unwritten in walbus (staged, handed off,
+// and held by the I/O thread) while the broker reads slower than events come:
+// Publish answers ResourceExhausted beyond it. The in-flight window bounds
+// events, this bounds bytes: with wide rows 10,000 events are 20+ MB.
+constexpr size_t kMaxUnwrittenBytes = 2 * 1024 * 1024;
 // Packet identifiers probed for a free one before Publish gives up.
 constexpr int kIdProbes = 64;
 // QoS 2 packets in flight at most: Mosquitto looks incoming QoS 2 flows up in
@@ -87,7 +92,7 @@ struct MqttSink::Session {
   std::string leftover;  // bytes that followed CONNACK
 };
 
-MqttSink::MqttSink(MqttOptions options) : options_(std::move(options)) {
+MqttSink::MqttSink(MqttOptions options) : options_(std::move(options)), out_(kKeepCapacity) {
   wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   // Packet ids cycle through a range a little over twice the pipeline's
   // window (an event with a state topic takes two), so the slot table stays
@@ -317,6 +322,8 @@ Status MqttSink::Open(AckSink* acks) {
   }
   opened_before_ = true;
   old_qos2_ids_.clear();
+  handoff_bytes_.store(handoff_.size());
+  io_unwritten_.store(0);
   in_flight_.store(0);
   staging_.clear();
   staged_last_ticket_ = 0;
@@ -370,6 +377,8 @@ void MqttSink::Close() {
   acks_ = nullptr;
   staging_.clear();
   handoff_.clear();
+  handoff_bytes_.store(0);
+  io_unwritten_.store(0);
 }
 
 Status MqttSink::Failure() const {
@@ -439,6 +448,15 @@ Status MqttSink::Publish(const Event& event) {
                              " bytes as an MQTT packet, over the broker's maximum packet size of " +
                              std::to_string(limit) + " bytes");
   }
+  // Bounded memory: while the broker takes bytes slower than they come, wait
+  // (an event alone is always taken, however large).
+  const size_t queued = staging_.size() + handoff_bytes_.load(std::memory_order_relaxed) +
+                        io_unwritten_.load(std::memory_order_relaxed);
+  if (queued != 0 && queued + size + state_size > kMaxUnwrittenBytes) {
+    WALBUS_RETURN_IF_ERROR(Flush());
+    return Status::ResourceExhausted(Prefix() + ": " + std::to_string(queued) +
+                                     " bytes are waiting to be written to the broker");
+  }
 
   if (qos == 0) {
     AppendPublish(&staging_, version_, event.topic, 0, 0, false, event_id, event.payload);
@@ -486,6 +504,7 @@ Status MqttSink::Flush() {
       handoff_.append(staging_);
     }
     if (staged_last_ticket_ != 0) handoff_last_ticket_ = staged_last_ticket_;
+    handoff_bytes_.store(handoff_.size(), std::memory_order_relaxed);
     wake = !wake_pending_;
     wake_pending_ = true;
   }
@@ -603,7 +622,7 @@ bool MqttSink::HandlePacket(uint8_t header, std::string_view body) {
       if (ack.reason >= 0x80) {
         Complete(ack.packet_id, ack.reason, ack.reason_string, kPubrec);
       } else {
-        AppendPubrel(&out_buf_, ack.packet_id);
+        AppendPubrel(out_.AppendTarget(), ack.packet_id);
       }
       return true;
     case kPingresp:
@@ -633,14 +652,12 @@ bool MqttSink::HandlePacket(uint8_t header, std::string_view body) {
 
 void MqttSink::IoLoop() {
   Transport& t = *transport_;
-  out_buf_.clear();
-  size_t out_off = 0;
-  uint64_t out_last_ticket = 0;  // QoS 0: acknowledged once out_buf_ is written
+  out_.Reset();
+  uint64_t out_last_ticket = 0;  // QoS 0: acknowledged once out_ is written
   struct OnExit {
     MqttSink* self;
-    const size_t& off;
-    ~OnExit() { self->partial_write_ = off > 0 && off < self->out_buf_.size(); }
-  } on_exit{this, out_off};
+    ~OnExit() { self->partial_write_ = self->out_.mid_packet(); }
+  } on_exit{this};
   auto last_write = Clock::now();
   auto ping_sent = last_write;
   ping_outstanding_ = false;
@@ -722,8 +739,9 @@ void MqttSink::IoLoop() {
 
   while (!stop_.load(std::memory_order_relaxed)) {
     // Write what is queued.
-    while (out_off < out_buf_.size()) {
-      ssize_t w = t.Write(out_buf_.data() + out_off, out_buf_.size() - out_off);
+    while (!out_.empty()) {
+      std::string_view bytes = out_.unwritten();
+      ssize_t w = t.Write(bytes.data(), bytes.size());
       if (w < 0) {
         // The broker may have answered (a PUBACK refusing an event, a
         // DISCONNECT with a reason) before closing: read that first, so a
@@ -734,17 +752,13 @@ void MqttSink::IoLoop() {
         return;
       }
       if (w == 0) break;
-      out_off += static_cast<size_t>(w);
+      out_.Consume(static_cast<size_t>(w));
       last_write = Clock::now();
     }
-    if (out_off == out_buf_.size() && out_off != 0) {
-      out_buf_.clear();
-      if (out_buf_.capacity() > kKeepCapacity) std::string().swap(out_buf_);
-      out_off = 0;
-      if (out_last_ticket != 0) {
-        acks_->AckThrough(out_last_ticket);
-        out_last_ticket = 0;
-      }
+    io_unwritten_.store(out_.unwritten_size(), std::memory_order_relaxed);
+    if (out_.empty() && out_last_ticket != 0) {
+      acks_->AckThrough(out_last_ticket);
+      out_last_ticket = 0;
     }
 
     // Keep alive: a PINGREQ when nothing was written for half the interval;
@@ -756,7 +770,7 @@ void MqttSink::IoLoop() {
         return fail("no answer to PINGREQ within " + std::to_string(keep_alive_s_) + " s");
       }
       if (!ping_outstanding_ && now - last_write >= keep_alive / 2) {
-        AppendPingreq(&out_buf_);
+        AppendPingreq(out_.AppendTarget());
         ping_outstanding_ = true;
         ping_sent = now;
         continue;
@@ -768,7 +782,7 @@ void MqttSink::IoLoop() {
 
     pollfd fds[2];
     fds[0] = {t.fd(), static_cast<short>(t.read_wants() |
-                                         (out_off < out_buf_.size() ? t.write_wants() : 0)),
+                                         (!out_.empty() ? t.write_wants() : 0)),
               0};
     fds[1] = {wake_fd_, POLLIN, 0};
     int n = ::poll(fds, 2, timeout_ms);
@@ -779,16 +793,18 @@ void MqttSink::IoLoop() {
     if (fds[1].revents & POLLIN) {
       uint64_t count;
       (void)!::read(wake_fd_, &count, sizeof count);
-      std::lock_guard<std::mutex> lock(mu_);
-      if (out_buf_.empty()) {
-        out_buf_.swap(handoff_);
-      } else {
-        out_buf_.append(handoff_);
-        handoff_.clear();
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        taken_.swap(handoff_);  // handoff_ gets taken_'s empty allocation
+        if (handoff_last_ticket_ != 0) out_last_ticket = handoff_last_ticket_;
+        handoff_last_ticket_ = 0;
+        wake_pending_ = false;
+        // Counted in io_unwritten_ before handoff_bytes_ drops, so Publish
+        // never sees the bytes in neither.
+        io_unwritten_.store(out_.unwritten_size() + taken_.size(), std::memory_order_relaxed);
+        handoff_bytes_.store(0, std::memory_order_relaxed);
       }
-      if (handoff_last_ticket_ != 0) out_last_ticket = handoff_last_ticket_;
-      handoff_last_ticket_ = 0;
-      wake_pending_ = false;
+      out_.TakeFrom(&taken_);  // outside the lock: it may move the unwritten bytes
     }
     if (fds[0].revents & (POLLERR | POLLHUP | POLLNVAL)) {
       // Read first: the broker may have said why in a DISCONNECT.

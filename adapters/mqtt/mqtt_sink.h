@@ -12,8 +12,10 @@
 //
 // Errors: Unavailable (broker down, connection lost) makes the pipeline
 // reconnect with Open and re-publish; ResourceExhausted from Publish means the
-// packet-identifier window or the broker's Receive Maximum is full: Flush and
-// wait for acknowledgements, then publish the same event again; Permanent
+// packet-identifier window or the broker's Receive Maximum is full, or the
+// broker reads so slowly that a few MB wait unwritten in walbus (memory stays
+// bounded whatever the pace): Flush and wait for acknowledgements or writes,
+// then publish the same event again; Permanent
 // names the event (id, table) the broker refused for good and why;
 // FailedPrecondition from Open/Check is a refused login or client id.
 #pragma once
@@ -26,6 +28,7 @@
 #include <thread>
 #include <vector>
 
+#include "adapters/mqtt/mqtt_out_buffer.h"
 #include "adapters/mqtt/mqtt_transport.h"
 #include "bridge/core/sink.h"
 
@@ -143,9 +146,14 @@ class MqttSink final : public Sink {
   std::atomic<bool> stop_{false};
   std::atomic<bool> wake_pending_{false};
   std::atomic<uint32_t> in_flight_{0};  // QoS > 0 packets awaiting their final ack
+  // Bytes handed over but not yet written (handoff_, and what the I/O thread
+  // holds): Publish waits while they exceed kMaxUnwrittenBytes.
+  std::atomic<size_t> handoff_bytes_{0};
+  std::atomic<size_t> io_unwritten_{0};
 
   // I/O thread.
-  std::string out_buf_;              // bytes being written
+  OutBuffer out_;                    // bytes being written
+  std::string taken_;                // handoff_ as taken from the source thread
   std::string in_buf_;               // an incomplete packet
   char read_chunk_[64 * 1024];
   bool ping_outstanding_ = false;

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <utility>
 
+#include "adapters/nats/flush_kicker.h"
 #include "adapters/nats/nats_connection.h"
 #include "adapters/nats/nats_subject.h"
 #include "bridge/core/log.h"
@@ -179,10 +180,17 @@ struct JetStreamSink::Session {
   // when the lag warning was last written (PostgreSQL-epoch us).
   int64_t duplicate_window_us = 0;
   int64_t lag_warned_at_us = 0;
+  // Sends each batch at Flush (Open only; Check publishes nothing).
+  std::unique_ptr<FlushKicker> kicker;
+  uint64_t kicked = 0;  // `published` at the last kick
 
   ~Session() {
     if (!conn) return;
     conn->Retire();  // PubAcks still in the pipe are dropped from here on
+    if (kicker) {
+      conn->Close();  // a round trip in progress returns at once
+      kicker->Stop();
+    }
     js.reset();
     conn.reset();
   }
@@ -310,6 +318,8 @@ Status JetStreamSink::Open(AckSink* acks) {
   auto session = Start(acks, /*may_create=*/true);
   if (!session.ok()) return session.status();
   session_ = std::move(session).value();
+  session_->kicker = std::make_unique<FlushKicker>(
+      session_->conn->get(), std::max<int64_t>(options_.connection.ack_timeout_ms, 100));
   log::Info("jetstream sink up", {{"sink", options_.connection.name},
                                   {"url", session_->conn->connected_url()},
                                   {"stream", options_.stream},
@@ -372,15 +382,20 @@ Status JetStreamSink::Publish(const Event& event) {
   return why;
 }
 
-// cnats's own flusher thread sends what Publish buffered and PubAcks arrive on
-// their own: Flush only reports a recorded failure, or declares the server
-// unavailable when PubAcks are owed and none came for ack_timeout_ms. Every
-// PubAck passes through OnPubAck, which counts itself into link->entered.
+// The kicker sends what Publish buffered (cnats's own flusher would only after
+// a 1 ms nap) and PubAcks arrive on their own: Flush otherwise only reports a
+// recorded failure, or declares the server unavailable when PubAcks are owed
+// and none came for ack_timeout_ms. Every PubAck passes through OnPubAck,
+// which counts itself into link->entered.
 Status JetStreamSink::Flush() {
   if (!session_) return Status::Unavailable("sink " + options_.connection.name + ": not connected");
   Session& session = *session_;
   Link* link = session.conn->link();
   if (link->failed.load(std::memory_order_relaxed)) return link->Failure();
+  if (session.kicker && session.published != session.kicked) {
+    session.kicked = session.published;
+    session.kicker->Kick();
+  }
   auto now = std::chrono::steady_clock::now();
   uint64_t seen = link->entered.load(std::memory_order_relaxed);
   if (seen != session.seen || session.published <= seen) {

@@ -5,14 +5,14 @@ namespace {
 
 constexpr char kHex[] = "0123456789ABCDEF";
 
-void AppendHex(std::string* out, uint32_t v) {
-  char buf[8];
-  int n = 0;
+// Writes v in upper-case hex without leading zeros ("0" for 0) so that it
+// ends just before `end`; returns where it starts.
+char* HexBackwards(char* end, uint32_t v) {
   do {
-    buf[n++] = kHex[v & 0xF];
+    *--end = kHex[v & 0xF];
     v >>= 4;
   } while (v != 0);
-  while (n > 0) out->push_back(buf[--n]);
+  return end;
 }
 
 bool ParseHex32(std::string_view s, uint32_t* out) {
@@ -33,9 +33,14 @@ bool ParseHex32(std::string_view s, uint32_t* out) {
 }  // namespace
 
 void AppendLsn(std::string* out, Lsn lsn) {
-  AppendHex(out, static_cast<uint32_t>(lsn >> 32));
-  out->push_back('/');
-  AppendHex(out, static_cast<uint32_t>(lsn));
+  // Formatted right to left into a stack buffer, then one append: the
+  // envelope builder calls this for every event.
+  char buf[17];
+  char* end = buf + sizeof buf;
+  char* p = HexBackwards(end, static_cast<uint32_t>(lsn));
+  *--p = '/';
+  p = HexBackwards(p, static_cast<uint32_t>(lsn >> 32));
+  out->append(p, static_cast<size_t>(end - p));
 }
 
 std::string FormatLsn(Lsn lsn) {

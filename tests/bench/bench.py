@@ -77,6 +77,8 @@ def parse_args():
     ap.add_argument("--memory-sinks", default="stdout,mqtt", help="walbus sinks for the memory table")
     ap.add_argument("--profile-rows", type=int, default=100_000, help="callgrind: narrow rows drained")
     ap.add_argument("--max-in-flight", type=int, default=10000, help="per sink, walbus's default")
+    ap.add_argument("--rss-limit-mb", type=float, default=64,
+                    help="a walbus drain whose peak RSS exceeds this fails (0: no check)")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per drain")
     ap.add_argument("--walbus-bin", default=os.environ.get("WALBUS_BIN", os.path.join(REPO, "build-bench", "walbus")),
                     help="the walbus binary ($WALBUS_BIN)")
@@ -788,6 +790,14 @@ class Bench:
                 if proc.code != 0:
                     res["notes"].append(f"{contender} exit {proc.code}: {tail(os.path.join(self.out_dir, slot + '.stderr'))}")
                 res["ok"] = ok_count and res["lsn_acknowledged"] and not violation and proc.code == 0
+                # Memory regression check (issue 8): walbus's memory is bounded by the in-flight
+                # window whatever the sink, row width or transaction size. Not under a wrapper
+                # (callgrind's own memory counts in the process's RSS).
+                rss = res.get("peak_rss_kb")
+                if contender == "walbus" and not wrapper and o.rss_limit_mb and rss and rss > o.rss_limit_mb * 1024:
+                    res["notes"].append(f"peak RSS {rss / 1024:.0f} MB exceeds the {o.rss_limit_mb:g} MB bound")
+                    res["rss_over_limit"] = True
+                    res["ok"] = False
         except (RuntimeError, OSError, wire.WireError) as e:
             res["notes"].append(f"error: {e}")
             if proc:
@@ -1006,7 +1016,9 @@ class Bench:
                 self.q("CHECKPOINT")
                 log(f"  loaded in {load_s:.1f} s, {wal / 1e6:.0f} MB of WAL")
                 for s, slot in slots:
-                    r = self.drain(W, "walbus", s, slot, stdout_null=True, no_counter=True)
+                    # With the counting subscriber (nats, mqtt): a broker that also forwards
+                    # reads slower, which is when unbounded buffers showed (146 MB on wide/mqtt).
+                    r = self.drain(W, "walbus", s, slot, stdout_null=True)
                     r.update({"table": table, "tx_rows": tx, "rows": total, "wal_bytes": wal})
                     out.append(r)
         return out

@@ -198,6 +198,11 @@ def render_md(d, png):
         L.append("walbus's peak RSS (`VmHWM`, sampled every 20 ms and just before SIGTERM) by transaction size and row width, `max_in_flight` at its "
                  "default (10,000 per sink). Each cell is one drain of its own slot. Events are published as they "
                  "arrive, so memory is bounded by the in-flight window, not by the transaction.\n")
+        limit = (d.get("meta", {}).get("options") or {}).get("rss_limit_mb")
+        if limit:
+            L.append(f"Regression check: every walbus drain (these cells and the results table) whose peak RSS "
+                     f"exceeds {limit:g} MB counts as FAILED (`--rss-limit-mb`). The nats and mqtt cells run "
+                     "with the counting subscriber attached, so the broker forwards while walbus publishes.\n")
         mem = d["memory"]
         sinks = [s for s in SINKS if any(x["sink"] == s for x in mem)]
         txs = sorted({x["tx_rows"] for x in mem})

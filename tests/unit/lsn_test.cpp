@@ -13,6 +13,16 @@ TEST(Lsn, FormatsThePostgresWay) {
   EXPECT_EQ(FormatLsn((Lsn{0x16} << 32) | 0xB374D848), "16/B374D848");
 }
 
+TEST(Lsn, AppendsAfterWhatIsThere) {
+  std::string s = "lsn=";
+  AppendLsn(&s, ~Lsn{0});
+  EXPECT_EQ(s, "lsn=FFFFFFFF/FFFFFFFF");
+  AppendLsn(&s, Lsn{1} << 32);
+  EXPECT_EQ(s, "lsn=FFFFFFFF/FFFFFFFF1/0");
+  EXPECT_EQ(FormatLsn(0xA), "0/A");
+  EXPECT_EQ(FormatLsn(0x1000000000), "10/0");
+}
+
 TEST(Lsn, Hex16ForEventIds) {
   std::string s;
   AppendLsnHex16(&s, 0x16B37A0);
