@@ -29,13 +29,68 @@ void AppendJsonString(std::string* out, std::string_view s);
 // (which ParseArrayLiteral never reports) is kept as a backslash.
 void AppendJsonStringUnescapingPg(std::string* out, std::string_view raw);
 
-// Appends json, the text of a json/jsonb value that PostgreSQL validated,
-// without parsing it: tabs, newlines and carriage returns between tokens
-// become spaces (so an envelope stays one line), a raw control character
-// inside a string is escaped, and invalid UTF-8 is replaced. Returns false,
-// with *out partly written, when json has a string left open, a backslash or
-// other control character outside a string: then it is not PostgreSQL's.
-[[nodiscard]] bool AppendJsonText(std::string* out, std::string_view json);
+// Appends text, the text of a json/jsonb value, checking JSON's grammar (RFC
+// 8259 §2-6) while it copies, in one pass. PostgreSQL's json_in accepts
+// exactly that grammar (checked against PostgreSQL 15 for numbers, literals,
+// escapes, commas), but a binary-coercible cast from text (CREATE CAST
+// ... WITHOUT FUNCTION) or a C function can store any bytes as json and
+// pgoutput sends them as they are (tests/fuzz/README.md, "json values").
+// The copy is normalised so an envelope stays one line and valid UTF-8: tabs,
+// newlines and carriage returns between tokens become spaces, a raw control
+// character inside a string is escaped, and invalid UTF-8 inside a string is
+// replaced. Returns false when text is not one JSON value with optional
+// whitespace around it: *out is then as it was and *error_at holds the offset
+// of the first byte that breaks the grammar (text.size() when it ends early).
+// No recursion; nesting up to 4096 levels uses no heap memory.
+[[nodiscard]] bool AppendJsonValue(std::string* out, std::string_view text, size_t* error_at);
+
+namespace json_detail {
+inline bool IsDigit(char c) { return static_cast<unsigned char>(c - '0') <= 9; }
+inline const char* SkipDigits(const char* p, const char* end) {
+  while (p != end && IsDigit(*p)) ++p;
+  return p;
+}
+}  // namespace json_detail
+
+// JSON's int production, -?(0|[1-9][0-9]*), at p: returns its end, or
+// nullptr when there is none.
+inline const char* ScanJsonInt(const char* p, const char* end) {
+  if (p != end && *p == '-') ++p;
+  if (p == end || !json_detail::IsDigit(*p)) return nullptr;
+  if (*p == '0') return p + 1;
+  return json_detail::SkipDigits(p, end);
+}
+
+// JSON's number production, int frac? exp?, at p: returns its end, or nullptr
+// when there is none. Then *stop (when given) is where the scan broke: p when
+// the int part is missing, else the byte that breaks the fraction or the
+// exponent (end when the text ran out).
+inline const char* ScanJsonNumber(const char* p, const char* end, const char** stop = nullptr) {
+  const char* q = ScanJsonInt(p, end);
+  if (q == nullptr) {
+    if (stop != nullptr) *stop = p;
+    return nullptr;
+  }
+  if (q != end && *q == '.') {
+    const char* digits = ++q;
+    q = json_detail::SkipDigits(q, end);
+    if (q == digits) {
+      if (stop != nullptr) *stop = q;
+      return nullptr;
+    }
+  }
+  if (q != end && (*q == 'e' || *q == 'E')) {
+    ++q;
+    if (q != end && (*q == '+' || *q == '-')) ++q;
+    const char* digits = q;
+    q = json_detail::SkipDigits(q, end);
+    if (q == digits) {
+      if (stop != nullptr) *stop = q;
+      return nullptr;
+    }
+  }
+  return q;
+}
 
 // Checks the UTF-8 sequence that starts at p (p < end). Returns its length
 // (1-4) when it is valid, else 0 with *invalid_len set to the length of the

@@ -2,7 +2,6 @@
 
 #include <cstdint>
 #include <cstring>
-#include <vector>
 
 #include "bridge/json_writer.h"
 #include "pgwire/array_literal.h"
@@ -32,22 +31,6 @@ inline void AppendQuoted(std::string* out, std::string_view s) {
   if (!s.empty()) std::memcpy(&(*out)[old + 1], s.data(), s.size());
 }
 
-inline bool IsDigit(char c) { return static_cast<unsigned char>(c - '0') <= 9; }
-
-// Advances p over digits.
-inline const char* SkipDigits(const char* p, const char* end) {
-  while (p != end && IsDigit(*p)) ++p;
-  return p;
-}
-
-// JSON's int production, -?(0|[1-9][0-9]*), at p; nullptr when absent.
-inline const char* ScanJsonInt(const char* p, const char* end) {
-  if (p != end && *p == '-') ++p;
-  if (p == end || !IsDigit(*p)) return nullptr;
-  if (*p == '0') return p + 1;
-  return SkipDigits(p, end);
-}
-
 bool IsJsonInteger(std::string_view s) {
   const char* end = s.data() + s.size();
   return ScanJsonInt(s.data(), end) == end;
@@ -56,21 +39,7 @@ bool IsJsonInteger(std::string_view s) {
 // JSON's number production: int frac? exp?
 bool IsJsonNumber(std::string_view s) {
   const char* end = s.data() + s.size();
-  const char* p = ScanJsonInt(s.data(), end);
-  if (p == nullptr) return false;
-  if (p != end && *p == '.') {
-    const char* digits = ++p;
-    p = SkipDigits(p, end);
-    if (p == digits) return false;
-  }
-  if (p != end && (*p == 'e' || *p == 'E')) {
-    ++p;
-    if (p != end && (*p == '+' || *p == '-')) ++p;
-    const char* digits = p;
-    p = SkipDigits(p, end);
-    if (p == digits) return false;
-  }
-  return p == end;
+  return ScanJsonNumber(s.data(), end) == end;
 }
 
 // The special values float8out / numeric_out print as words.
@@ -91,210 +60,6 @@ constexpr auto kHexValue = [] {
 
 constexpr char kHexDigits[] = "0123456789abcdef";
 constexpr char kBase64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-// JSON's grammar (RFC 8259 §2-6) over the text of a json/jsonb value, which
-// PostgreSQL's json_in accepts exactly (its lexer and parser follow the RFC;
-// checked against PostgreSQL 15 for numbers, literals, escapes, commas). The
-// text can still break it: a binary-coercible cast from text (CREATE CAST ...
-// WITHOUT FUNCTION, superuser) or a C function stores any bytes as json, and
-// pgoutput sends them as they are (tests/fuzz/README.md, "json values").
-// Without this check such a value would break the whole envelope ("[" leaves
-// the rest of it inside an array). Only the structure is checked here: a raw
-// control character inside a string and invalid UTF-8 are repaired by
-// AppendJsonText. No recursion (json_in takes millions of levels); a bit per
-// level of nesting, on the stack up to kInlineLevels, on the heap beyond.
-class JsonGrammar {
- public:
-  // Returns npos when text is one JSON value with optional whitespace around
-  // it, else the offset of the first byte that breaks the grammar (text.size()
-  // when it ends early).
-  static size_t FirstError(std::string_view text) {
-    JsonGrammar g(text);
-    return g.Run();
-  }
-
- private:
-  static constexpr size_t kInlineLevels = 4096;
-  enum class Want : uint8_t { kValue, kValueOrEnd, kKey, kKeyOrEnd, kColon, kCommaOrEnd, kNothing };
-
-  explicit JsonGrammar(std::string_view text)
-      : begin_(text.data()), p_(text.data()), end_(text.data() + text.size()) {}
-
-  size_t Error() const { return static_cast<size_t>(p_ - begin_); }
-
-  bool InObject() const {
-    size_t level = depth_ - 1;
-    uint64_t word = level < kInlineLevels ? inline_[level / 64]
-                                          : heap_[(level - kInlineLevels) / 64];
-    return (word >> (level % 64)) & 1;
-  }
-  void Push(bool object) {
-    size_t level = depth_++;
-    uint64_t* word;
-    if (level < kInlineLevels) {
-      word = &inline_[level / 64];
-    } else {
-      size_t index = (level - kInlineLevels) / 64;
-      if (index >= heap_.size()) heap_.push_back(0);
-      word = &heap_[index];
-    }
-    uint64_t bit = uint64_t{1} << (level % 64);
-    uint64_t below = level % 64 == 0 ? 0 : *word & (bit - 1);  // the levels under this one
-    *word = object ? (below | bit) : below;
-  }
-  // After a complete value: what may follow it.
-  Want AfterValue() const { return depth_ == 0 ? Want::kNothing : Want::kCommaOrEnd; }
-
-  // Whether one of the 8 bytes at p is '"' or '\\' ("Bit Twiddling Hacks":
-  // haszero, exact as a yes-no answer).
-  static bool QuoteOrBackslashIn8(const char* p) {
-    constexpr uint64_t kOnes = 0x0101010101010101ULL;
-    uint64_t x;
-    std::memcpy(&x, p, 8);
-    uint64_t q = x ^ (kOnes * '"');
-    uint64_t b = x ^ (kOnes * '\\');
-    return (((q - kOnes) & ~q) | ((b - kOnes) & ~b)) & (kOnes * 0x80);
-  }
-  // p_ at the opening quote; leaves p_ after the closing one.
-  bool String() {
-    ++p_;
-    for (;;) {
-      while (end_ - p_ >= 8 && !QuoteOrBackslashIn8(p_)) p_ += 8;
-      while (p_ != end_ && *p_ != '"' && *p_ != '\\') ++p_;
-      if (p_ == end_) return false;
-      if (*p_ == '"') {
-        ++p_;
-        return true;
-      }
-      ++p_;  // the backslash
-      if (p_ == end_) return false;
-      switch (*p_) {
-        case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
-          ++p_;
-          break;
-        case 'u':
-          ++p_;
-          for (int i = 0; i < 4; ++i, ++p_) {
-            if (p_ == end_ || kHexValue.v[static_cast<unsigned char>(*p_)] < 0) return false;
-          }
-          break;
-        default:
-          return false;
-      }
-    }
-  }
-  bool Literal(std::string_view word) {
-    if (static_cast<size_t>(end_ - p_) < word.size() ||
-        std::memcmp(p_, word.data(), word.size()) != 0) {
-      return false;
-    }
-    p_ += word.size();
-    return true;
-  }
-  bool Number() {
-    const char* after = ScanJsonInt(p_, end_);
-    if (after == nullptr) return false;
-    p_ = after;
-    if (p_ != end_ && *p_ == '.') {
-      const char* digits = ++p_;
-      p_ = SkipDigits(p_, end_);
-      if (p_ == digits) return false;
-    }
-    if (p_ != end_ && (*p_ == 'e' || *p_ == 'E')) {
-      ++p_;
-      if (p_ != end_ && (*p_ == '+' || *p_ == '-')) ++p_;
-      const char* digits = p_;
-      p_ = SkipDigits(p_, end_);
-      if (p_ == digits) return false;
-    }
-    return true;
-  }
-  // One value that is not a container.
-  bool Scalar() {
-    switch (*p_) {
-      case '"': return String();
-      case 't': return Literal("true");
-      case 'f': return Literal("false");
-      case 'n': return Literal("null");
-      default: return Number();
-    }
-  }
-
-  size_t Run() {
-    Want want = Want::kValue;
-    for (;;) {
-      while (p_ != end_ && (*p_ == ' ' || *p_ == '\n' || *p_ == '\t' || *p_ == '\r')) ++p_;
-      if (p_ == end_) return want == Want::kNothing ? std::string_view::npos : Error();
-      const char c = *p_;
-      switch (want) {
-        case Want::kValueOrEnd:
-          if (c == ']') {
-            ++p_;
-            --depth_;
-            want = AfterValue();
-            break;
-          }
-          [[fallthrough]];
-        case Want::kValue:
-          if (c == '{') {
-            ++p_;
-            Push(true);
-            want = Want::kKeyOrEnd;
-          } else if (c == '[') {
-            ++p_;
-            Push(false);
-            want = Want::kValueOrEnd;
-          } else {
-            const char* at = p_;
-            if (!Scalar()) return p_ == end_ ? Error() : static_cast<size_t>(at - begin_);
-            want = AfterValue();
-          }
-          break;
-        case Want::kKeyOrEnd:
-          if (c == '}') {
-            ++p_;
-            --depth_;
-            want = AfterValue();
-            break;
-          }
-          [[fallthrough]];
-        case Want::kKey:
-          if (c != '"') return Error();
-          if (!String()) return Error();
-          want = Want::kColon;
-          break;
-        case Want::kColon:
-          if (c != ':') return Error();
-          ++p_;
-          want = Want::kValue;
-          break;
-        case Want::kCommaOrEnd:
-          if (c == ',') {
-            ++p_;
-            want = InObject() ? Want::kKey : Want::kValue;
-          } else if (c == (InObject() ? '}' : ']')) {
-            ++p_;
-            --depth_;
-            want = AfterValue();
-          } else {
-            return Error();
-          }
-          break;
-        case Want::kNothing:
-          return Error();
-      }
-    }
-  }
-
-  const char* const begin_;
-  const char* p_;
-  const char* const end_;
-  size_t depth_ = 0;
-  uint64_t inline_[kInlineLevels / 64];  // bit set: an object at that level (bits above
-                                         // the current level are stale, never read)
-  std::vector<uint64_t> heap_;           // levels from kInlineLevels on
-};
-
 
 // Encodes a stream of bytes as base64 (padded) or lower-case hex.
 class ByteEncoder {
@@ -456,16 +221,12 @@ Status AppendScalar(std::string* out, ValueKind kind, std::string_view text,
       return Status::Ok();
     case ValueKind::kJson: {
       if (text.empty()) return Malformed(kind, text, "empty");
-      if (size_t at = JsonGrammar::FirstError(text); at != std::string_view::npos) {
+      // One pass: bridge/json_writer.h AppendJsonValue checks the grammar as it copies.
+      if (size_t at = 0; !AppendJsonValue(out, text, &at)) {
         std::string why = "not valid JSON (at byte " + std::to_string(at) +
                           "; PostgreSQL's json_in rejects it too, so it was stored past that "
                           "check, e.g. by a cast from text WITHOUT FUNCTION)";
         return Malformed(kind, text, why.c_str());
-      }
-      const size_t mark = out->size();
-      if (!AppendJsonText(out, text)) {
-        out->resize(mark);
-        return Malformed(kind, text, "not JSON text as PostgreSQL prints it");
       }
       return Status::Ok();
     }

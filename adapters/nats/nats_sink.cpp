@@ -35,12 +35,13 @@ Status NatsSink::Open(AckSink* acks) {
   last_published_ = 0;
   last_requested_ = 0;
   since_request_ = 0;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    requested_ = 0;
-    stop_ = false;
-  }
-  flusher_ = std::thread(&NatsSink::FlusherLoop, this);
+  const int64_t timeout = std::max<uint32_t>(options_.ack_timeout_ms, 100);
+  natsConnection* nc = conn_->get();
+  Link* link = conn_->link();
+  kicker_ = std::make_unique<FlushKicker>(nc, timeout, [this, nc, link, timeout](natsStatus s,
+                                                                                 uint64_t target) {
+    return RoundTripDone(nc, link, timeout, s, target);
+  });
   log::Info("nats sink up", {{"sink", options_.name},
                              {"url", conn_->connected_url()},
                              {"max_payload", std::to_string(max_payload_)}});
@@ -50,13 +51,8 @@ Status NatsSink::Open(AckSink* acks) {
 void NatsSink::Close() {
   if (!conn_) return;
   conn_->Retire();
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
-  }
-  cv_.notify_all();
-  conn_->Close();  // a round trip in progress returns at once
-  if (flusher_.joinable()) flusher_.join();
+  conn_->Close();   // a round trip in progress returns at once
+  kicker_.reset();  // stops and joins its thread
   conn_.reset();
 }
 
@@ -108,51 +104,34 @@ Status NatsSink::Flush() {
 void NatsSink::RequestAck() {
   since_request_ = 0;
   last_requested_ = last_published_;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    requested_ = last_published_;
-  }
-  cv_.notify_one();
+  kicker_->Kick(last_published_);
 }
 
-// One round trip covers every publish that cnats buffered before the PING, so
-// acknowledging `target` (read before the flush starts) is exact. cnats
-// processes a permissions -ERR in its read loop before the PONG that follows
-// it, so checking the connection's last error after the flush keeps a refused
-// publish from being acknowledged.
-void NatsSink::FlusherLoop() {
-  natsConnection* nc = conn_->get();
-  Link* link = conn_->link();
-  const int64_t timeout = std::max<uint32_t>(options_.ack_timeout_ms, 100);
-  uint64_t done = 0;
-  while (true) {
-    uint64_t target;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stop_ || requested_ > done; });
-      if (stop_) return;
-      target = requested_;
-    }
-    natsStatus s = natsConnection_FlushTimeout(nc, timeout);
-    if (link->retired.load() || link->failed.load()) return;
-    if (s != NATS_OK) {
-      std::string why = s == NATS_TIMEOUT
-                            ? "no flush round trip within " + std::to_string(timeout) + " ms"
-                            : "flush round trip failed: " + NatsErrorText(s);
-      link->Fail(Status::Unavailable("sink " + options_.name + ": " + why + " (" + link->servers +
-                                     "); unacknowledged events will be re-published"));
-      return;
-    }
-    const char* text = nullptr;
-    if (natsConnection_GetLastError(nc, &text) == NATS_NOT_PERMITTED) {
-      link->Fail(Status::Permanent("sink " + options_.name + ": the NATS server refused: " +
-                                   std::string(text != nullptr ? text : "permissions violation") +
-                                   "; grant the sink's user this permission"));
-      return;
-    }
-    link->acks->AckThrough(target);
-    done = target;
+// The kicker's completion callback. One round trip covers every publish that
+// cnats buffered before the PING, so acknowledging `target` (read before the
+// flush starts) is exact. cnats processes a permissions -ERR in its read loop
+// before the PONG that follows it, so checking the connection's last error
+// after the flush keeps a refused publish from being acknowledged.
+bool NatsSink::RoundTripDone(natsConnection* nc, Link* link, int64_t timeout, natsStatus s,
+                             uint64_t target) {
+  if (link->retired.load() || link->failed.load()) return false;
+  if (s != NATS_OK) {
+    std::string why = s == NATS_TIMEOUT
+                          ? "no flush round trip within " + std::to_string(timeout) + " ms"
+                          : "flush round trip failed: " + NatsErrorText(s);
+    link->Fail(Status::Unavailable("sink " + options_.name + ": " + why + " (" + link->servers +
+                                   "); unacknowledged events will be re-published"));
+    return false;
   }
+  const char* text = nullptr;
+  if (natsConnection_GetLastError(nc, &text) == NATS_NOT_PERMITTED) {
+    link->Fail(Status::Permanent("sink " + options_.name + ": the NATS server refused: " +
+                                 std::string(text != nullptr ? text : "permissions violation") +
+                                 "; grant the sink's user this permission"));
+    return false;
+  }
+  link->acks->AckThrough(target);
+  return true;
 }
 
 Status NatsSink::Check() {

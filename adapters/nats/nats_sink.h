@@ -3,11 +3,12 @@
 // publish completes: the server has received it, nothing more.
 //
 // Ownership and threads: Open, Publish, Flush, Close and Check run on the
-// source thread. Open starts one flusher thread per connection; it turns
-// "tickets up to T were published" (handed over by Flush, and every few
-// thousand Publish calls) into one natsConnection_FlushTimeout and then
-// AckThrough(T), coalescing requests that arrive during a round trip. Publish
-// only appends to cnats's buffer and never waits for an acknowledgement.
+// source thread. Open starts one FlushKicker (flush_kicker.h) per connection;
+// its thread turns "tickets up to T were published" (handed over by Flush,
+// and every few thousand Publish calls) into one natsConnection_FlushTimeout
+// and then AckThrough(T), coalescing requests that arrive during a round
+// trip. Publish only appends to cnats's buffer and never waits for an
+// acknowledgement.
 //
 // Errors: Unavailable (returned, or through AckSink::Fail from the flusher or
 // a cnats callback) when the server cannot be reached, a round trip times out
@@ -18,19 +19,20 @@
 // permissions violation (names the subject; cnats cannot tell which event).
 #pragma once
 
-#include <condition_variable>
+#include <nats/nats.h>
+
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 
+#include "adapters/nats/flush_kicker.h"
 #include "adapters/nats/nats_options.h"
 #include "bridge/core/sink.h"
 
 namespace walbus::adapters::nats {
 
 class Connection;
+struct Link;
 
 class NatsSink final : public Sink {
  public:
@@ -49,7 +51,10 @@ class NatsSink final : public Sink {
 
  private:
   void RequestAck();
-  void FlusherLoop();
+  // On the kicker's thread after each round trip: acknowledges through target
+  // or reports the failure; false ends the kicker's thread.
+  bool RoundTripDone(natsConnection* nc, Link* link, int64_t timeout, natsStatus s,
+                     uint64_t target);
 
   NatsOptions options_;
   uint32_t request_every_;           // Publish hands tickets to the flusher this often
@@ -61,13 +66,7 @@ class NatsSink final : public Sink {
   uint64_t last_published_ = 0;
   uint64_t last_requested_ = 0;
   uint32_t since_request_ = 0;
-
-  // Shared with the flusher thread.
-  std::thread flusher_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  uint64_t requested_ = 0;           // guarded by mu_
-  bool stop_ = false;                // guarded by mu_
+  std::unique_ptr<FlushKicker> kicker_;  // one per connection; destroyed before conn_
 };
 
 }  // namespace walbus::adapters::nats

@@ -86,7 +86,7 @@ class CountingVisitor final : public walbus::pgwire::ArrayVisitor {
 
 // json values (and arrays of json) are held to the same strict check as
 // everything else: AppendValue checks JSON's grammar before copying a json
-// value (bridge/value_writer.cpp JsonGrammar; tests/fuzz/README.md, "json
+// value (bridge/json_writer.cpp AppendJsonValue; tests/fuzz/README.md, "json
 // values"). WALBUS_FUZZ_STRICT_JSON=0 relaxes that to "valid UTF-8, no control
 // character, array in brackets", the check of builds before the grammar was,
 // for bisecting; any other value, or none, is strict.

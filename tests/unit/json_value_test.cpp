@@ -1,5 +1,5 @@
-// json/jsonb values: AppendValue checks JSON's grammar (bridge/value_writer.cpp
-// JsonGrammar), accepting exactly what PostgreSQL's json_in accepts, because
+// json/jsonb values: AppendValue checks JSON's grammar (bridge/json_writer.cpp
+// AppendJsonValue), accepting exactly what PostgreSQL's json_in accepts, because
 // a binary-coercible cast or a C function can store text that is not JSON
 // and pgoutput sends it as it is (tests/fuzz/README.md, "json values").
 #include <gtest/gtest.h>
