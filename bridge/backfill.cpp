@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <random>
 
+#include "bridge/core/clock.h"
 #include "bridge/core/log.h"
+#include "bridge/walbus_schema.h"
 
 namespace walbus::bridge {
 namespace {
@@ -15,12 +17,6 @@ constexpr int kProgressMs = 10000;     // progress log period
 constexpr int kMaxBackoffMs = 30000;
 constexpr int kMaxFailures = 5;        // consecutive failures of one request before it fails
 constexpr size_t kMaxChunkBytes = 64u << 20;  // a chunk of wide rows stops early
-
-int64_t NowMs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
 
 std::string NewUuid() {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -409,10 +405,10 @@ void Backfill::Work() {
     backoff = std::min(kMaxBackoffMs, backoff == 0 ? 1000 : backoff * 2);
     log::Warn("backfill: " + st.message() + "; retrying",
               {{"retry_in_ms", std::to_string(backoff)}});
-    int64_t until = NowMs() + backoff;
+    int64_t until = MonotonicMs() + backoff;
     std::unique_lock<std::mutex> lock(mu_);
-    while (!stop_ && NowMs() < until) {
-      cv_.wait_for(lock, std::chrono::milliseconds(std::max<int64_t>(1, until - NowMs())));
+    while (!stop_ && MonotonicMs() < until) {
+      cv_.wait_for(lock, std::chrono::milliseconds(std::max<int64_t>(1, until - MonotonicMs())));
     }
   }
   // Chunks confirmed during the final drain: saved now, or read again later.
@@ -435,7 +431,7 @@ Status Backfill::PersistConfirmed() {
       confirmed_.pop_front();
     }
     if (e.last && active_ && active_->id == e.request) {
-      double secs = static_cast<double>(NowMs() - started_ms_) / 1000.0;
+      double secs = static_cast<double>(MonotonicMs() - started_ms_) / 1000.0;
       log::Info("backfill done", {{"table", active_->Qualified()},
                                   {"request", std::to_string(active_->id)},
                                   {"rows", std::to_string(rows_done_)},
@@ -451,7 +447,7 @@ Status Backfill::PersistConfirmed() {
 }
 
 Status Backfill::Activate() {
-  Result<bool> exists = BackfillTableExists(conn_.get());
+  Result<bool> exists = WalbusTablesExist(conn_.get(), {"backfill"});
   if (!exists.ok()) return exists.status();
   if (!*exists) return Status::Ok();
   Result<std::optional<BackfillRequest>> next = NextBackfill(conn_.get(), config_.source.slot);
@@ -479,7 +475,7 @@ Status Backfill::Activate() {
   inflight_.reset();
   failures_ = 0;
   redos_ = 0;
-  int64_t now = NowMs();
+  int64_t now = MonotonicMs();
   started_ms_ = now - static_cast<int64_t>(q.seconds * 1000);
   last_log_ms_ = now;
   rows_at_last_log_ = rows_done_ + skipped_done_;
@@ -500,7 +496,7 @@ Status Backfill::Activate() {
 }
 
 void Backfill::LogProgress(bool force) {
-  int64_t now = NowMs();
+  int64_t now = MonotonicMs();
   if (!active_ || (!force && now < next_log_ms_)) return;
   next_log_ms_ = now + kProgressMs;
   uint64_t done = rows_done_ + skipped_done_;
@@ -579,7 +575,7 @@ Status Backfill::Step() {
     inflight_.reset();
   }
 
-  int64_t now = NowMs();
+  int64_t now = MonotonicMs();
   if (!active_) {
     if (!wake && now < next_poll_ms_) {
       WaitSignal(static_cast<int>(next_poll_ms_ - now));
@@ -684,14 +680,13 @@ Status Backfill::DoChunk() {
         Result<bool> more = (*reader)->Next(&row);
         if (!more.ok()) return more.status();
         if (!*more) break;
-        pgwire::KeyValues key = (*reader)->LastKey();
-        c->rows.Add(row, EncodeKey(key));
-        c->last_key = std::move(key);
+        c->rows.Add(row, EncodeKey(row, c->shape.primary_key));
         if (c->rows.bytes() >= kMaxChunkBytes) {
           capped = true;
           break;
         }
       }
+      if (c->rows.size() > 0) c->last_key = (*reader)->LastKey();
       reader->reset();  // cancels an unfinished COPY
       c->last = !capped && c->rows.size() < active_->chunk_size;
       return Status::Ok();

@@ -8,26 +8,13 @@
 
 #include "bridge/backfill.h"
 #include "bridge/backfill_store.h"
+#include "bridge/core/clock.h"
 #include "bridge/core/log.h"
+#include "bridge/exit_code.h"
 #include "pgwire/pg_conn.h"
 
 namespace walbus::bridge {
 namespace {
-
-constexpr int kExitOk = 0;
-constexpr int kExitFatal = 1;
-constexpr int kExitUsage = 2;
-
-int Fail(const Status& st) {
-  log::Error(st.message(), {{"code", CodeName(st.code())}});
-  return st.code() == Code::kInvalidArgument ? kExitUsage : kExitFatal;
-}
-
-int64_t NowMs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
 
 struct Tracked {
   int64_t id = 0;
@@ -61,11 +48,11 @@ std::string Describe(const BackfillRequest& q, double estimated) {
 
 int RunBackfillCommand(const conf::Config& config, const BackfillCommandOptions& options) {
   Result<pgwire::PgConnPtr> conn = pgwire::Connect(config.source.dsn, false);
-  if (!conn.ok()) return Fail(conn.status());
+  if (!conn.ok()) return Fatal(conn.status());
   PGconn* pg = conn->get();
   int version = PQserverVersion(pg);
   if (!Backfill::Supported(version)) {
-    return Fail(Status::FailedPrecondition(
+    return Fatal(Status::FailedPrecondition(
         "walbus backfill needs PostgreSQL 14 or newer (its watermarks are logical decoding "
         "messages); this server is " + std::to_string(version / 10000)));
   }
@@ -90,8 +77,9 @@ int RunBackfillCommand(const conf::Config& config, const BackfillCommandOptions&
       }
     }
     if (!st.ok()) {
-      if (st.code() != Code::kInvalidArgument) return Fail(st);
-      log::Error(st.message(), {{"code", "invalid argument"}});
+      // A table that cannot be backfilled: say so and check the others.
+      int rc = Fatal(st);
+      if (rc != kExitUsage) return rc;
       ++bad;
       continue;
     }
@@ -100,14 +88,13 @@ int RunBackfillCommand(const conf::Config& config, const BackfillCommandOptions&
   if (bad > 0) return kExitUsage;
 
   Status st = EnsureBackfillTable(pg);
-  if (!st.ok()) return Fail(st);
-  const uint32_t chunk = options.chunk_size == 0 ? kDefaultChunkSize : options.chunk_size;
+  if (!st.ok()) return Fatal(st);
   std::vector<Tracked> tracked;
   st = pgwire::Exec(pg, "BEGIN");
   for (size_t i = 0; st.ok() && i < wanted.size(); ++i) {
     bool existed = false;
-    Result<int64_t> id =
-        RegisterBackfill(pg, config.source.slot, wanted[i].schema, wanted[i].table, chunk, &existed);
+    Result<int64_t> id = RegisterBackfill(pg, config.source.slot, wanted[i].schema,
+                                          wanted[i].table, options.chunk_size, &existed);
     if (!id.ok()) {
       st = id.status();
       break;
@@ -137,7 +124,7 @@ int RunBackfillCommand(const conf::Config& config, const BackfillCommandOptions&
   if (st.ok()) st = pgwire::Exec(pg, "COMMIT");
   if (!st.ok()) {
     (void)pgwire::Exec(pg, "ROLLBACK");
-    return Fail(st.WithContext("registering the backfill"));
+    return Fatal(st.WithContext("registering the backfill"));
   }
   std::fflush(stdout);
 
@@ -165,13 +152,13 @@ int RunBackfillCommand(const conf::Config& config, const BackfillCommandOptions&
       conn = std::move(again);
       lost = false;
     }
-    int64_t now = NowMs();
+    int64_t now = MonotonicMs();
     bool all = true;
     for (Tracked& t : tracked) {
       if (t.finished) continue;
       Result<BackfillRequest> q = LoadBackfill(conn->get(), t.id);
       if (!q.ok()) {
-        if (q.status().code() != Code::kUnavailable) return Fail(q.status());
+        if (q.status().code() != Code::kUnavailable) return Fatal(q.status());
         conn->reset();
         all = false;
         break;

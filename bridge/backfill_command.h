@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "bridge/backfill_store.h"
 #include "conf/config.h"
 
 namespace walbus::bridge {
@@ -21,7 +22,7 @@ namespace walbus::bridge {
 struct BackfillCommandOptions {
   std::vector<std::string> tables;  // as given: schema.table
   bool no_wait = false;
-  uint32_t chunk_size = 0;          // 0: the default (1024)
+  uint32_t chunk_size = kDefaultChunkSize;
 };
 
 int RunBackfillCommand(const conf::Config& config, const BackfillCommandOptions& options);

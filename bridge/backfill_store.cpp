@@ -3,16 +3,19 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include "bridge/envelope_builder.h"
+#include "bridge/walbus_schema.h"
+
 namespace walbus::bridge {
 namespace {
 
 using pgwire::QuoteIdent;
 using pgwire::QuoteLiteral;
 
-// client_min_messages: the "already exists, skipping" notices are no news.
+// The table; its schema is EnsureWalbusSchema's. client_min_messages: the
+// "already exists, skipping" notices are no news.
 constexpr const char* kCreate =
     "SET client_min_messages = warning; "
-    "CREATE SCHEMA IF NOT EXISTS walbus; "
     "CREATE TABLE IF NOT EXISTS walbus.backfill ("
     " id bigserial PRIMARY KEY,"
     " slot text NOT NULL,"
@@ -32,46 +35,27 @@ constexpr const char* kCreate =
     " error text); "
     "CREATE UNIQUE INDEX IF NOT EXISTS backfill_unfinished ON walbus.backfill "
     "(slot, schema_name, table_name) WHERE state IN ('pending', 'running')";
-
-std::string KeyArray(PGconn* conn, const pgwire::KeyValues& key) {
-  std::string out = "ARRAY[";
-  for (size_t i = 0; i < key.size(); ++i) {
-    if (i > 0) out += ", ";
-    out += QuoteLiteral(conn, key[i]);
-  }
-  return out + "]::text[]";
-}
-
-uint64_t ToU64(const std::optional<std::string>& v) {
-  return v ? std::strtoull(v->c_str(), nullptr, 10) : 0;
-}
+static_assert(kWalbusSchema == "walbus", "kCreate names the schema");
 
 }  // namespace
 
 Status EnsureBackfillTable(PGconn* conn) {
+  WALBUS_RETURN_IF_ERROR(EnsureWalbusSchema(conn, "backfill requests"));
   std::string state;
   Status st = pgwire::Exec(conn, kCreate, &state);
   // A concurrent creator makes IF NOT EXISTS race on the catalog's unique
   // indexes: the second attempt sees the finished objects.
-  if (!st.ok() && (state == "23505" || state == "42P07" || state == "42P06")) {
+  if (!st.ok() && (state == "23505" || state == "42P07")) {
     st = pgwire::Exec(conn, kCreate, &state);
   }
   if (!st.ok() && state == "42501") {
+    const std::string role = QuoteIdent(PQuser(conn));
     return Status::FailedPrecondition(
-        "cannot create walbus.backfill: " + st.message() + "; GRANT CREATE ON DATABASE " +
-        QuoteIdent(PQdb(conn)) + " TO " + QuoteIdent(PQuser(conn)) +
-        ", or have an administrator run CREATE SCHEMA walbus AUTHORIZATION " +
-        QuoteIdent(PQuser(conn)));
+        "cannot create " + std::string(kWalbusSchema) + ".backfill: " + st.message() +
+        "; GRANT USAGE, CREATE ON SCHEMA " + std::string(kWalbusSchema) + " TO " + role);
   }
-  if (!st.ok()) return st.WithContext("creating walbus.backfill");
+  if (!st.ok()) return st.WithContext("creating " + std::string(kWalbusSchema) + ".backfill");
   return Status::Ok();
-}
-
-Result<bool> BackfillTableExists(PGconn* conn) {
-  Result<pgwire::Rows> r =
-      pgwire::Query(conn, "SELECT to_regclass('walbus.backfill') IS NOT NULL");
-  if (!r.ok()) return r.status();
-  return !r->empty() && (*r)[0][0].value_or("f") == "t";
 }
 
 Status ParseTableName(PGconn* conn, const std::string& text, std::string* schema,
@@ -97,28 +81,29 @@ Status ParseTableName(PGconn* conn, const std::string& text, std::string* schema
 Result<pgwire::TableShape> CheckBackfillable(PGconn* conn, const std::string& publication,
                                              const std::string& schema,
                                              const std::string& table) {
-  const std::string name = schema + "." + table;
-  const std::string quoted = QuoteIdent(schema) + "." + QuoteIdent(table);
-  if (schema == "walbus") {
-    return Status::InvalidArgument("table " + name + " belongs to walbus itself");
+  if (schema == kWalbusSchema) {
+    return Status::InvalidArgument("table " + schema + "." + table + " belongs to walbus itself");
   }
   Result<pgwire::Rows> pub = pgwire::Query(
       conn, "SELECT EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = " +
                 QuoteLiteral(conn, publication) + " AND schemaname = " +
                 QuoteLiteral(conn, schema) + " AND tablename = " + QuoteLiteral(conn, table) +
                 "), EXISTS (SELECT 1 FROM pg_publication WHERE pubname = " +
-                QuoteLiteral(conn, publication) + ")");
+                QuoteLiteral(conn, publication) +
+                "), EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = "
+                "c.relnamespace WHERE n.nspname = " + QuoteLiteral(conn, schema) +
+                " AND c.relname = " + QuoteLiteral(conn, table) + ")");
   if (!pub.ok()) return pub.status();
   bool in_pub = (*pub)[0][0].value_or("f") == "t";
   bool pub_exists = (*pub)[0][1].value_or("f") == "t";
+  if ((*pub)[0][2].value_or("f") != "t") {
+    return Status::InvalidArgument("table " + schema + "." + table + " does not exist");
+  }
 
   Result<pgwire::TableShape> shape = pgwire::DescribeTable(conn, schema, table, publication);
-  if (!shape.ok()) {
-    if (shape.status().message() == "table " + name + " does not exist") {
-      return Status::InvalidArgument("table " + name + " does not exist");
-    }
-    return shape.status();
-  }
+  if (!shape.ok()) return shape.status();
+  const std::string name = shape->Qualified();
+  const std::string quoted = shape->QuotedName();
   if (shape->relkind == 'p') {
     return Status::InvalidArgument(
         "table " + name + " is partitioned: backfill its partitions instead (walbus backfill -c "
@@ -193,18 +178,18 @@ Result<int64_t> RegisterBackfill(PGconn* conn, const std::string& slot, const st
                 "'running') DO NOTHING RETURNING id");
   if (!ins.ok()) return ins.status();
   *existed = ins->empty();
-  if (!ins->empty()) return static_cast<int64_t>(ToU64((*ins)[0][0]));
+  if (!ins->empty()) return static_cast<int64_t>(CountValue((*ins)[0][0]));
   Result<pgwire::Rows> old = pgwire::Query(conn, "SELECT id FROM walbus.backfill" + where);
   if (!old.ok()) return old.status();
   if (old->empty()) return Status::Unavailable("backfill request vanished; try again");
-  return static_cast<int64_t>(ToU64((*old)[0][0]));
+  return static_cast<int64_t>(CountValue((*old)[0][0]));
 }
 
 Result<BackfillRequest> LoadBackfill(PGconn* conn, int64_t id) {
   const std::string sid = std::to_string(id);
   Result<pgwire::Rows> r = pgwire::Query(
       conn,
-      "SELECT id, schema_name, table_name, state, chunk_size, (last_key IS NOT NULL)::int, rows, "
+      "SELECT id, schema_name, table_name, state, chunk_size, last_key::text, rows, "
       "skipped, chunks, extract(epoch FROM coalesce(finished_at, now()) - coalesce(started_at, "
       "requested_at))::float8, "
       "coalesce(error, '') FROM walbus.backfill WHERE id = " + sid);
@@ -216,21 +201,16 @@ Result<BackfillRequest> LoadBackfill(PGconn* conn, int64_t id) {
   q.schema = row[1].value_or("");
   q.table = row[2].value_or("");
   q.state = row[3].value_or("");
-  q.chunk_size = static_cast<uint32_t>(std::max<uint64_t>(1, ToU64(row[4])));
-  q.rows = ToU64(row[6]);
-  q.skipped = ToU64(row[7]);
-  q.chunks = ToU64(row[8]);
+  q.chunk_size = static_cast<uint32_t>(std::max<uint64_t>(1, CountValue(row[4])));
+  q.rows = CountValue(row[6]);
+  q.skipped = CountValue(row[7]);
+  q.chunks = CountValue(row[8]);
   q.seconds = row[9] ? std::strtod(row[9]->c_str(), nullptr) : 0;
   q.error = row[10].value_or("");
-  if (row[5].value_or("0") == "1") {
-    Result<pgwire::Rows> k = pgwire::Query(
-        conn, "SELECT x FROM walbus.backfill b, unnest(b.last_key) WITH ORDINALITY AS u(x, n) "
-              "WHERE b.id = " + sid + " ORDER BY n");
-    if (!k.ok()) return k.status();
-    pgwire::KeyValues key;
-    for (const pgwire::Row& kr : *k) key.push_back(kr[0].value_or(""));
-    q.last_key = std::move(key);
-  }
+  Result<std::optional<pgwire::KeyValues>> key =
+      ParseKeyArray(row[5], "backfill request " + sid);
+  if (!key.ok()) return key.status();
+  q.last_key = std::move(key).value();
   return q;
 }
 
@@ -240,7 +220,7 @@ Result<std::optional<BackfillRequest>> NextBackfill(PGconn* conn, const std::str
                 " AND state IN ('pending', 'running') ORDER BY id LIMIT 1");
   if (!r.ok()) return r.status();
   if (r->empty()) return std::optional<BackfillRequest>();
-  Result<BackfillRequest> q = LoadBackfill(conn, static_cast<int64_t>(ToU64((*r)[0][0])));
+  Result<BackfillRequest> q = LoadBackfill(conn, static_cast<int64_t>(CountValue((*r)[0][0])));
   if (!q.ok()) return q.status();
   return std::optional<BackfillRequest>(std::move(q).value());
 }
@@ -259,7 +239,7 @@ Status SaveBackfillChunk(PGconn* conn, int64_t id, uint64_t chunk_no,
   // committed (connection lost at COMMIT) does not count the chunk twice.
   return pgwire::Exec(
       conn, "UPDATE walbus.backfill SET last_key = " +
-                (last_key ? KeyArray(conn, *last_key) : std::string("last_key")) +
+                (last_key ? KeyArraySql(conn, *last_key) : std::string("last_key")) +
                 ", rows = rows + " + std::to_string(rows) + ", skipped = skipped + " +
                 std::to_string(skipped) + ", chunks = " + std::to_string(chunk_no) +
                 ", updated_at = now()" +

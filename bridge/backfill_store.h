@@ -41,11 +41,10 @@ struct BackfillRequest {
   std::string Qualified() const { return schema + "." + table; }
 };
 
-// CREATE SCHEMA IF NOT EXISTS walbus and the table (idempotent, tolerates a
-// concurrent creator).
+// Schema walbus when missing (EnsureWalbusSchema) and the table (idempotent,
+// tolerates a concurrent creator). Whether it exists:
+// WalbusTablesExist(conn, {"backfill"}) (the streaming side never creates it).
 Status EnsureBackfillTable(PGconn* conn);
-// Whether walbus.backfill exists (the streaming side never creates it).
-Result<bool> BackfillTableExists(PGconn* conn);
 
 // Splits "schema.table" the way PostgreSQL reads an identifier (parse_ident:
 // unquoted parts fold to lower case, "Quoted" parts keep theirs).

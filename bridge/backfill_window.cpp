@@ -18,6 +18,14 @@ std::string EncodeKey(const std::vector<std::string>& values) {
   return out;
 }
 
+std::string EncodeKey(pgwire::Tuple row, const std::vector<size_t>& key_columns) {
+  std::string out;
+  for (size_t k : key_columns) {
+    AppendKeyPart(&out, k < row.size() ? row[k].value : std::string_view());
+  }
+  return out;
+}
+
 void ChunkRows::Add(pgwire::Tuple row, std::string key) {
   for (size_t i = 0; i < columns_; ++i) {
     Cell c{static_cast<uint32_t>(text_.size()), 0, pgwire::ColumnKind::kNull};

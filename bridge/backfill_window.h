@@ -1,7 +1,6 @@
 // The pure data side of a backfill (DBLog watermarks), with no server and no
-// threads, so it can be tested on plain values:
-//   XidSnapshot  a pg_current_snapshot() value: which transactions a chunk's
-//                SELECT could see.
+// threads, so it can be tested on plain values (which transactions a chunk's
+// SELECT could see is an XidSnapshot, bridge/xid_snapshot.h):
 //   EncodeKey    one byte string per primary key, the same for a key read by
 //                the chunk SELECT and a key taken from a streamed change.
 //   ChunkRows    the rows of one chunk, owned (the reader's views die with the
@@ -38,6 +37,9 @@ namespace walbus::bridge {
 // big-endian length, then the bytes, so ("a,b") and ("a","b") differ.
 void AppendKeyPart(std::string* out, std::string_view value);
 std::string EncodeKey(const std::vector<std::string>& values);
+// The same for the key columns (indexes into row, key order) of a row; a
+// missing or NULL column counts as an empty part.
+std::string EncodeKey(pgwire::Tuple row, const std::vector<size_t>& key_columns);
 
 // Rows of one chunk in one buffer: cells refer to offsets, so growing the
 // buffer never invalidates them.

@@ -13,8 +13,6 @@ namespace {
 // time (append(const char*) would strlen each one, for every event).
 using namespace std::string_view_literals;
 
-constexpr int64_t kPgEpochUnixSeconds = 946684800;
-
 // Digits written right to left into a stack buffer, then one append: seq
 // has one to four digits almost always, where this beats std::to_chars's
 // length computation.
@@ -80,7 +78,7 @@ void AppendPgTimestamp(std::string* out, int64_t pg_micros) {
     micros += 1000000;
     secs -= 1;
   }
-  time_t t = static_cast<time_t>(secs + kPgEpochUnixSeconds);
+  time_t t = static_cast<time_t>(secs + pgwire::kPgEpochUnixMicros / 1000000);
   struct tm tm;
   gmtime_r(&t, &tm);
   char buf[40];

@@ -10,16 +10,19 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "bridge/backfill_command.h"
 #include "bridge/cli_sinks.h"
 #include "bridge/core/log.h"
 #include "bridge/core/lsn.h"
+#include "bridge/exit_code.h"
 #include "bridge/metrics_server.h"
 #include "bridge/pipeline.h"
 #include "bridge/snapshot_store.h"
 #include "bridge/wakeup.h"
+#include "bridge/walbus_schema.h"
 #include "conf/file_permissions.h"
 #include "conf/loader.h"
 #include "conf/redact.h"
@@ -29,9 +32,10 @@
 namespace walbus::cli {
 namespace {
 
-constexpr int kExitOk = 0;
-constexpr int kExitFatal = 1;
-constexpr int kExitUsage = 2;
+using bridge::Fatal;
+using bridge::kExitFatal;
+using bridge::kExitOk;
+using bridge::kExitUsage;
 
 constexpr const char* kUsage =
     "usage: walbus <command> [options]\n"
@@ -65,18 +69,23 @@ struct Args {
   std::string config;
   bool yes = false;
   bridge::BackfillCommandOptions backfill;
+  std::string backfill_only;  // the first backfill-only option given, e.g. "--no-wait"
 };
 
-int Fatal(const Status& st) {
-  if (st.code() == Code::kCorruption) {
-    // Nothing the user can correct: say that nothing is lost and what to report.
-    log::Error(st.message() + "; walbus stopped without confirming past it, so nothing is lost: "
-                              "report this line (and the PostgreSQL version) as a walbus bug",
-               {{"code", CodeName(st.code())}});
-    return kExitFatal;
+// Matches `--name VALUE` (taking the next argument) and `--name=VALUE`.
+// Returns false when argv[*i] is another option; sets *value to nullptr when
+// `--name` is the last argument.
+bool OptValue(int argc, char** argv, int* i, std::string_view name, const char** value) {
+  std::string_view arg = argv[*i];
+  if (arg == name) {
+    *value = *i + 1 < argc ? argv[++*i] : nullptr;
+    return true;
   }
-  log::Error(st.message(), {{"code", CodeName(st.code())}});
-  return st.code() == Code::kInvalidArgument ? kExitUsage : kExitFatal;
+  if (arg.size() > name.size() && arg.substr(0, name.size()) == name && arg[name.size()] == '=') {
+    *value = argv[*i] + name.size() + 1;
+    return true;
+  }
+  return false;
 }
 
 int Usage(const std::string& problem) {
@@ -173,10 +182,8 @@ void CheckSnapshot(Checker& c, PGconn* pg, const conf::Config& config, bool slot
   const pgwire::Row& r = can->front();
   if (r[0].value_or("false") != "true") {
     c.Line(false, "initial snapshot",
-           "cannot keep progress in schema " + std::string(bridge::kWalbusSchema) +
-               "; GRANT CREATE ON DATABASE " + pgwire::QuoteIdent(PQdb(pg)) + " TO " + user +
-               ", or CREATE SCHEMA " + std::string(bridge::kWalbusSchema) + " AUTHORIZATION " +
-               user);
+           "cannot keep progress in schema " + std::string(bridge::kWalbusSchema) + "; " +
+               bridge::WalbusSchemaFix(pg));
     return;
   }
   if (r[1]) {
@@ -393,35 +400,24 @@ int Main(int argc, char** argv) {
   std::string log_format = "text", log_level = "info";
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
-    auto value = [&](const char* name) -> const char* {
-      if (i + 1 >= argc) return nullptr;
-      (void)name;
-      return argv[++i];
-    };
-    if (arg == "-c" || arg == "--config") {
-      const char* v = value("-c");
+    const char* v = nullptr;
+    if ((arg == "-c" && OptValue(argc, argv, &i, "-c", &v)) ||
+        OptValue(argc, argv, &i, "--config", &v)) {
       if (v == nullptr) return Usage("-c needs a file name");
       a.config = v;
-    } else if (arg.rfind("--config=", 0) == 0) {
-      a.config = arg.substr(9);
-    } else if (arg == "--log-format") {
-      const char* v = value("--log-format");
+    } else if (OptValue(argc, argv, &i, "--log-format", &v)) {
       if (v == nullptr) return Usage("--log-format needs text or json");
       log_format = v;
-    } else if (arg.rfind("--log-format=", 0) == 0) {
-      log_format = arg.substr(13);
-    } else if (arg == "--log-level") {
-      const char* v = value("--log-level");
+    } else if (OptValue(argc, argv, &i, "--log-level", &v)) {
       if (v == nullptr) return Usage("--log-level needs a level");
       log_level = v;
-    } else if (arg.rfind("--log-level=", 0) == 0) {
-      log_level = arg.substr(12);
     } else if (arg == "--yes" || arg == "-y") {
       a.yes = true;
     } else if (arg == "--no-wait") {
       a.backfill.no_wait = true;
-    } else if (arg == "--chunk-size" || arg.rfind("--chunk-size=", 0) == 0) {
-      const char* v = arg == "--chunk-size" ? value("--chunk-size") : argv[i] + 13;
+      if (a.backfill_only.empty()) a.backfill_only = arg;
+    } else if (OptValue(argc, argv, &i, "--chunk-size", &v)) {
+      if (a.backfill_only.empty()) a.backfill_only = "--chunk-size";
       char* end = nullptr;
       unsigned long n = v == nullptr ? 0 : std::strtoul(v, &end, 10);
       if (v == nullptr || *v == '\0' || *end != '\0' || n == 0 || n > 1000000) {
@@ -455,6 +451,9 @@ int Main(int argc, char** argv) {
   if (cmd != "run" && cmd != "check" && !slot && !backfill) return Usage("unknown command " + cmd);
   if (backfill && a.command.size() < 2) return Usage("backfill needs one or more SCHEMA.TABLE");
   if (backfill) a.backfill.tables.assign(a.command.begin() + 1, a.command.end());
+  if (!backfill && !a.backfill_only.empty()) {
+    return Usage(a.backfill_only + " is an option of `backfill`, not of `" + cmd + "`");
+  }
   if (slot && (a.command.size() != 2 || (a.command[1] != "status" && a.command[1] != "drop"))) {
     return Usage("slot needs `status` or `drop`");
   }

@@ -152,7 +152,6 @@ MetricsSnapshot SnapshotOf(Pipeline& pipeline, std::string_view version) {
   s.confirmed_commit_time_us = st.confirmed_commit_time_us.load(std::memory_order_relaxed);
   s.pg_reconnects = st.pg_reconnects.load(std::memory_order_relaxed);
   s.retained_wal_bytes = st.retained_wal_bytes.load(std::memory_order_relaxed);
-  s.role = st.state.load() == PipelineStats::kStreaming ? 1 : 0;
   s.state = st.state.load();
   s.pg_down_since_ms = st.pg_down_since_ms.load();
   {
@@ -219,7 +218,7 @@ std::string RenderMetrics(const MetricsSnapshot& s) {
   x.Family("walbus_role", "gauge",
            "1 while this instance holds the slot and streams; 0 standing by, starting or "
            "reconnecting.");
-  x.Sample("walbus_role", {}, s.role == 1 ? "1" : "0");
+  x.Sample("walbus_role", {}, s.state == PipelineStats::kStreaming ? "1" : "0");
 
   x.Family("walbus_events_total", "counter",
            "Events handed to each sink, by operation (insert, update, delete, truncate, read, "

@@ -62,8 +62,7 @@ struct MetricsSnapshot {
   int64_t now_ms = 0;  // MonotonicMs(): the clock of the *_down_since_ms fields
   uint64_t pg_reconnects = 0;
   int64_t retained_wal_bytes = -1;  // -1 = not read yet
-  int role = 0;
-  int state = PipelineStats::kStarting;
+  int state = PipelineStats::kStarting;  // walbus_role is 1 in kStreaming, else 0
   int64_t pg_down_since_ms = 0;  // 0 = reachable
   std::string last_error;        // already redacted by whoever recorded it
   std::vector<SinkMetrics> sinks;

@@ -12,18 +12,6 @@
 
 namespace walbus::bridge {
 
-int64_t MonotonicMs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t MonotonicUs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
-}
-
 namespace {
 
 // The walsender flushes its socket after every message, so a reader that keeps
@@ -340,11 +328,7 @@ Status Pipeline::StartStream() {
         Backfill::Hooks{[this](TableInfo* t) { PrepareTable(t); },
                         [this](const Built& b) { return PublishBuilt(b); },
                         [this](const std::string& table, uint64_t n) {
-                          std::lock_guard<std::mutex> lock(stats_.snapshot.mu);
-                          for (auto& [name, rows] : stats_.snapshot.rows) {
-                            if (name == table) return void(rows += n);
-                          }
-                          stats_.snapshot.rows.emplace_back(table, n);
+                          stats_.snapshot.Add(table, n);
                         }});
   }
   if (backfill_) backfill_->OnStreaming();
@@ -589,7 +573,7 @@ Status Pipeline::PublishOne(SinkSlot& s, size_t index, const Built& b) {
   e.payload = b.payload;
   e.commit_lsn = b.commit_lsn;
   e.seq = b.seq;
-  e.commit_time_us = b.commit_time_us;
+  e.commit_time_us = b.commit_time_us == 0 ? 0 : b.commit_time_us + pgwire::kPgEpochUnixMicros;
   e.key = b.key_text;
   e.after = b.after;
   e.ticket = s.window->Issue();
@@ -798,10 +782,7 @@ void Pipeline::Drain() {
     for (const SinkSlot& s : sinks_) all = all && s.window->in_flight() == 0;
     if (all) break;
     st = FlushSinks();
-    if (!st.ok()) break;
-    wakeup_->Arm();
-    struct pollfd p = {wakeup_->fd(), POLLIN, 0};
-    if (poll(&p, 1, 20) > 0) wakeup_->Drain();
+    if (st.ok()) st = WaitForAcks(20);
   }
   if (!st.ok()) log::Warn("stopping with unacknowledged events", {{"reason", st.message()}});
   Status sent = MaybeSendStatus(true, false);
@@ -851,9 +832,16 @@ Status Pipeline::Run(const std::atomic<bool>* stop, Wakeup* wakeup) {
         return Status::Ok();
       }
     }
+    if (IsRetryable(st) && stop_->load()) {
+      // A wait cut short by SIGTERM (e.g. for room in a sink): stop the way a
+      // stop request does, with the acknowledgement drain, not as an outage.
+      stats_.state.store(PipelineStats::kStopped);
+      Drain();
+      return Status::Ok();
+    }
     if (st.code() == Code::kResourceExhausted) {
       // SPEC §5: another instance holds the slot; stand by.
-          stats_.state.store(PipelineStats::kStandby);
+      stats_.state.store(PipelineStats::kStandby);
       stats_.pg_down_since_ms.store(0);  // reachable: standing by is healthy
       session_.reset();
       int64_t now = MonotonicMs();

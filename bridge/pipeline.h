@@ -26,6 +26,7 @@
 
 #include "bridge/ack_tracker.h"
 #include "bridge/ack_window.h"
+#include "bridge/core/clock.h"
 #include "bridge/core/sink.h"
 #include "bridge/core/status.h"
 #include "bridge/envelope_builder.h"
@@ -170,8 +171,5 @@ class Pipeline : private SnapshotHost {
   int64_t next_retained_check_ms_ = 0;
   int64_t next_retained_warn_ms_ = 0;
 };
-
-int64_t MonotonicMs();
-int64_t MonotonicUs();
 
 }  // namespace walbus::bridge

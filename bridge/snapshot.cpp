@@ -6,18 +6,13 @@
 #include <cstdio>
 #include <limits>
 
+#include "bridge/core/clock.h"
 #include "bridge/core/log.h"
 
 namespace walbus::bridge {
 namespace {
 
 constexpr const char* kSavepoint = "walbus_copy";
-
-int64_t NowMs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
 
 std::string Fixed(double v, int decimals) {
   char buf[64];
@@ -54,7 +49,6 @@ Status InitialSnapshot::BeforeCreateSlot(PGconn* sql) {
   tables_.clear();
   ledger_.Abandon();
   loaded_ = false;
-  exact_ = false;
   visibility_.reset();
   next_row_ = used_to_ = reserved_ = 0;
   point_ = 0;
@@ -74,7 +68,6 @@ Status InitialSnapshot::Import(PGconn* sql, Lsn point, const std::string& snapsh
   if (!st.ok()) return st.WithContext("importing the slot's exported snapshot");
   conn_ = std::move(conn).value();
   txn_ = ++txn_seq_;
-  exact_ = true;
   visibility_.reset();
   point_ = point;
   WALBUS_RETURN_IF_ERROR(store_.SetConsistentPoint(sql, point));
@@ -134,7 +127,6 @@ Status InitialSnapshot::EnsureTransaction(PGconn* sql) {
   visibility_ = std::move(v).value();
   conn_ = std::move(conn).value();
   txn_ = ++txn_seq_;
-  exact_ = false;
   WALBUS_RETURN_IF_ERROR(store_.CountRun(sql));
   ++runs_seen_;
   log::Info("initial snapshot: the slot's exported snapshot is gone, continuing under a new "
@@ -238,7 +230,7 @@ Status InitialSnapshot::Run(PGconn* sql, Lsn slot_confirmed, SnapshotHost* host,
 
   size_t done = 0;
   for (const Table& t : tables_) done += t.progress.done ? 1 : 0;
-  started_ms_ = NowMs();
+  started_ms_ = MonotonicMs();
   next_log_ms_ = started_ms_ + kProgressLogMs;
   next_save_ms_ = started_ms_ + kSaveMs;
   rows_this_run_ = 0;
@@ -246,7 +238,7 @@ Status InitialSnapshot::Run(PGconn* sql, Lsn slot_confirmed, SnapshotHost* host,
             {{"slot", options_.slot}, {"consistent_point", FormatLsn(point_)},
              {"tables", std::to_string(tables_.size())},
              {"tables_done", std::to_string(done)},
-             {"snapshot", exact_ ? "exported" : "new"}});
+             {"snapshot", visibility_ ? "new" : "exported"}});
   PublishCounters();
 
   Status st = Status::Ok();
@@ -290,7 +282,7 @@ Status InitialSnapshot::Run(PGconn* sql, Lsn slot_confirmed, SnapshotHost* host,
   conn_.reset();
   PublishCounters();
   MaybeLogProgress(true);
-  double secs = std::max(0.001, (NowMs() - started_ms_) / 1000.0);
+  double secs = std::max(0.001, (MonotonicMs() - started_ms_) / 1000.0);
   log::Info("initial snapshot complete",
             {{"slot", options_.slot}, {"tables", std::to_string(tables_.size())},
              {"rows", std::to_string(rows_this_run_)}, {"seconds", Fixed(secs, 3)},
@@ -315,11 +307,9 @@ Status InitialSnapshot::Estimate(PGconn* sql) {
   }
   Result<pgwire::Rows> rows = pgwire::Query(
       sql,
-      "SELECT v.i, coalesce((SELECT CASE WHEN c.relkind = 'p' THEN (SELECT "
-      "coalesce(sum(greatest(l.reltuples, 0)), -1) FROM pg_partition_tree(c.oid) p JOIN "
-      "pg_class l ON l.oid = p.relid WHERE p.isleaf) ELSE c.reltuples END FROM pg_class c "
-      "WHERE c.oid = to_regclass(format('%I.%I', v.s, v.t))), -1)::float8 FROM (VALUES " +
-          values + ") AS v(i, s, t)");
+      "SELECT v.i, coalesce((SELECT " + pgwire::EstimatedRowsSql("c") +
+          " FROM pg_class c WHERE c.oid = to_regclass(format('%I.%I', v.s, v.t))), -1)::float8 "
+          "FROM (VALUES " + values + ") AS v(i, s, t)");
   if (!rows.ok()) {
     // Only for the estimated time left: not a reason to stop.
     log::Debug("initial snapshot: no table size estimates", {{"reason", rows.status().message()}});
@@ -333,7 +323,7 @@ Status InitialSnapshot::Estimate(PGconn* sql) {
 }
 
 void InitialSnapshot::SetReadSnapshot(SnapshotTableProgress* p) const {
-  if (exact_ || !visibility_) {
+  if (!visibility_) {
     p->read_snapshot.clear();
     p->read_snapshot_lsn = 0;
   } else {
@@ -515,14 +505,14 @@ Status InitialSnapshot::Confirm(PGconn* sql, bool force_save) {
     }
     t.dirty = true;
   });
-  if (force_save || table_done || acked_since_save_ >= kSaveRows || NowMs() >= next_save_ms_) {
+  if (force_save || table_done || acked_since_save_ >= kSaveRows || MonotonicMs() >= next_save_ms_) {
     return Save(sql);
   }
   return Status::Ok();
 }
 
 Status InitialSnapshot::Save(PGconn* sql) {
-  next_save_ms_ = NowMs() + kSaveMs;
+  next_save_ms_ = MonotonicMs() + kSaveMs;
   acked_since_save_ = 0;
   for (Table& t : tables_) {
     if (!t.dirty) continue;
@@ -557,20 +547,20 @@ Status InitialSnapshot::WaitWhilePaused(PGconn* sql, SnapshotHost* host) {
 }
 
 Status InitialSnapshot::DrainAcks(PGconn* sql, SnapshotHost* host, int timeout_ms) {
-  int64_t until = timeout_ms < 0 ? 0 : NowMs() + timeout_ms;
+  int64_t until = timeout_ms < 0 ? 0 : MonotonicMs() + timeout_ms;
   for (;;) {
     WALBUS_RETURN_IF_ERROR(host->Flush());
     WALBUS_RETURN_IF_ERROR(Confirm(sql, false));
     MaybeLogProgress(false);
     if (ledger_.pending() == 0 && tracker_->Idle()) return Status::Ok();
-    if (timeout_ms >= 0 && NowMs() >= until) return Status::Ok();
+    if (timeout_ms >= 0 && MonotonicMs() >= until) return Status::Ok();
     if (timeout_ms < 0 && stop_->load(std::memory_order_relaxed)) return Status::Ok();
     WALBUS_RETURN_IF_ERROR(host->WaitForAcks(20));
   }
 }
 
 void InitialSnapshot::MaybeLogProgress(bool force) {
-  int64_t now = NowMs();
+  int64_t now = MonotonicMs();
   if (!force && now < next_log_ms_) return;
   next_log_ms_ = now + kProgressLogMs;
   size_t done = 0;

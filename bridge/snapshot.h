@@ -72,6 +72,18 @@ class SnapshotHost {
 struct SnapshotCounters {
   std::mutex mu;
   std::vector<std::pair<std::string, uint64_t>> rows;  // "schema.table", rows
+
+  // Counts n more rows of `table` (locks mu).
+  void Add(const std::string& table, uint64_t n) {
+    std::lock_guard<std::mutex> lock(mu);
+    for (auto& [name, count] : rows) {
+      if (name == table) {
+        count += n;
+        return;
+      }
+    }
+    rows.emplace_back(table, n);
+  }
 };
 
 class InitialSnapshot {
@@ -157,8 +169,8 @@ class InitialSnapshot {
   pgwire::PgConnPtr conn_;
   uint64_t txn_ = 0;      // generation of conn_'s transaction
   uint64_t txn_seq_ = 0;  // last generation handed out
-  bool exact_ = false;    // under the slot's exported snapshot
-  std::optional<SnapshotVisibility> visibility_;  // of a new snapshot
+  // Of a new snapshot; none: under the slot's exported snapshot.
+  std::optional<SnapshotVisibility> visibility_;
 
   Lsn point_ = 0;
   std::vector<Table> tables_;

@@ -1,9 +1,7 @@
 #include "bridge/snapshot_store.h"
 
-#include <cstdlib>
-#include <map>
-
 #include "bridge/envelope_builder.h"
+#include "bridge/walbus_schema.h"
 
 namespace walbus::bridge {
 namespace {
@@ -15,14 +13,10 @@ constexpr const char* kLockClass = "1463897154";
 
 std::string Schema() { return std::string(kWalbusSchema); }
 
-uint64_t ToU64(const std::optional<std::string>& v) {
-  return v ? std::strtoull(v->c_str(), nullptr, 10) : 0;
-}
-
 // A statement on the progress tables failed: the privilege error names the fix.
 Status StoreError(const Status& st, const std::string& state, PGconn* conn) {
   if (state == "42501") {
-    std::string user = PQuser(conn);
+    std::string user = pgwire::QuoteIdent(PQuser(conn));
     return Status::FailedPrecondition(
         st.message() + "; walbus keeps the initial snapshot's progress in schema " + Schema() +
         ": GRANT USAGE, CREATE ON SCHEMA " + Schema() + " TO " + user +
@@ -45,48 +39,20 @@ Result<pgwire::Rows> Rows(PGconn* conn, const std::string& sql) {
   return r;
 }
 
-std::string KeyArray(PGconn* conn, const std::optional<pgwire::KeyValues>& key) {
-  if (!key) return "NULL";
-  std::string out = "ARRAY[";
-  for (size_t i = 0; i < key->size(); ++i) {
-    if (i > 0) out += ", ";
-    out += QuoteLiteral(conn, (*key)[i]);
-  }
-  return out + "]::text[]";
-}
-
 }  // namespace
 
 Result<bool> SnapshotStore::SchemaExists(PGconn* conn) {
-  Result<pgwire::Rows> r = Rows(conn, "SELECT to_regclass('" + Schema() + ".snapshot_progress') "
-                                      "IS NOT NULL AND to_regclass('" + Schema() +
-                                      ".snapshots') IS NOT NULL");
-  if (!r.ok()) return r.status();
-  return !r->empty() && (*r)[0][0].value_or("f") == "t";
+  std::string state;
+  Result<bool> r = WalbusTablesExist(conn, {"snapshot_progress", "snapshots"}, &state);
+  if (!r.ok()) return StoreError(r.status(), state, conn);
+  return r;
 }
 
 Status SnapshotStore::EnsureSchema(PGconn* conn) {
   Result<bool> exists = SchemaExists(conn);
   if (!exists.ok()) return exists.status();
   if (*exists) return Status::Ok();
-  Result<pgwire::Rows> ns =
-      Rows(conn, "SELECT 1 FROM pg_namespace WHERE nspname = " + QuoteLiteral(conn, Schema()));
-  if (!ns.ok()) return ns.status();
-  if (ns->empty()) {
-    // CREATE SCHEMA IF NOT EXISTS checks the database privilege even when the
-    // schema exists, so only a missing schema is created.
-    std::string state;
-    Status st = pgwire::Exec(conn, "CREATE SCHEMA " + Schema(), &state);
-    if (!st.ok() && state == "42501") {
-      std::string user = PQuser(conn), db = PQdb(conn);
-      return Status::FailedPrecondition(
-          "cannot create schema " + Schema() + " for the initial snapshot's progress (" +
-          st.message() + "); GRANT CREATE ON DATABASE " + pgwire::QuoteIdent(db) + " TO " +
-          user + ", or create it as an administrator: CREATE SCHEMA " + Schema() +
-          " AUTHORIZATION " + user);
-    }
-    if (!st.ok() && state != "42P06") return st.WithContext("creating schema " + Schema());
-  }
+  WALBUS_RETURN_IF_ERROR(EnsureWalbusSchema(conn, "the initial snapshot's progress"));
   std::string state;
   Status st = pgwire::Exec(
       conn,
@@ -139,50 +105,39 @@ Result<std::optional<SnapshotRecord>> SnapshotStore::Load(PGconn* conn) {
   if (!cp.empty() && !ParseLsn(cp, &rec.consistent_point)) {
     return Status::Corruption("snapshot progress: bad consistent_point '" + cp + "'");
   }
-  rec.next_row = ToU64(h[1]);
+  rec.next_row = CountValue(h[1]);
   rec.planned = h[2].value_or("f") == "t";
   rec.done = h[3].value_or("f") == "t";
-  rec.runs = static_cast<int>(ToU64(h[4]));
+  rec.runs = static_cast<int>(CountValue(h[4]));
 
   Result<pgwire::Rows> rows = Rows(
       conn, "SELECT position, schema_name, table_name, started, coalesce(first_row, 0), "
-            "rows_done, last_key IS NOT NULL, done, starts, resumes, resumed_at_rows, "
+            "rows_done, last_key::text, done, starts, resumes, resumed_at_rows, "
             "coalesce(read_snapshot, ''), coalesce(read_snapshot_lsn::text, '') FROM " +
                 Schema() + ".snapshot_progress WHERE slot = " + slot + " ORDER BY position");
   if (!rows.ok()) return rows.status();
-  std::map<int, size_t> by_position;
   for (const pgwire::Row& r : *rows) {
     SnapshotTableProgress t;
-    t.position = static_cast<int>(ToU64(r[0]));
+    t.position = static_cast<int>(CountValue(r[0]));
     t.schema = r[1].value_or("");
     t.name = r[2].value_or("");
     t.started = r[3].value_or("f") == "t";
-    t.first_row = ToU64(r[4]);
-    t.rows_done = ToU64(r[5]);
-    if (r[6].value_or("f") == "t") t.last_key.emplace();
+    t.first_row = CountValue(r[4]);
+    t.rows_done = CountValue(r[5]);
+    Result<std::optional<pgwire::KeyValues>> key =
+        ParseKeyArray(r[6], "snapshot progress of " + t.Qualified());
+    if (!key.ok()) return key.status();
+    t.last_key = std::move(key).value();
     t.done = r[7].value_or("f") == "t";
-    t.starts = static_cast<int>(ToU64(r[8]));
-    t.resumes = static_cast<int>(ToU64(r[9]));
-    if (r[10]) t.resumed_at_rows = ToU64(r[10]);
+    t.starts = static_cast<int>(CountValue(r[8]));
+    t.resumes = static_cast<int>(CountValue(r[9]));
+    if (r[10]) t.resumed_at_rows = CountValue(r[10]);
     t.read_snapshot = r[11].value_or("");
     std::string lsn = r[12].value_or("");
     if (!lsn.empty() && !ParseLsn(lsn, &t.read_snapshot_lsn)) {
       return Status::Corruption("snapshot progress: bad read_snapshot_lsn '" + lsn + "'");
     }
-    by_position[t.position] = rec.tables.size();
     rec.tables.push_back(std::move(t));
-  }
-  Result<pgwire::Rows> keys = Rows(
-      conn, "SELECT p.position, k.v FROM " + Schema() + ".snapshot_progress p, unnest(p.last_key) "
-            "WITH ORDINALITY k(v, n) WHERE p.slot = " + slot + " ORDER BY p.position, k.n");
-  if (!keys.ok()) return keys.status();
-  for (const pgwire::Row& k : *keys) {
-    auto it = by_position.find(static_cast<int>(ToU64(k[0])));
-    if (it == by_position.end() || !k[1]) {
-      return Status::Corruption("snapshot progress: a NULL in last_key of table position " +
-                                k[0].value_or("?"));
-    }
-    rec.tables[it->second].last_key->push_back(*k[1]);
   }
   return std::optional<SnapshotRecord>(std::move(rec));
 }
@@ -241,7 +196,8 @@ Status SnapshotStore::SaveTable(PGconn* conn, const SnapshotTableProgress& t) {
       "UPDATE " + Schema() + ".snapshot_progress SET started = " + b(t.started) +
       ", first_row = " + std::to_string(t.first_row) +
       ", rows_done = " + std::to_string(t.rows_done) + ", last_key = " +
-      KeyArray(conn, t.last_key) + ", done = " + b(t.done) +
+      (t.last_key ? KeyArraySql(conn, *t.last_key) : std::string("NULL")) +
+      ", done = " + b(t.done) +
       ", starts = " + std::to_string(t.starts) + ", resumes = " + std::to_string(t.resumes) +
       ", resumed_at_rows = " +
       (t.resumed_at_rows ? std::to_string(*t.resumed_at_rows) : std::string("NULL")) +

@@ -19,8 +19,9 @@
 --   admin_role       owns the publication; NOLOGIN              (walbus_admin)
 --   publication      the publication's name                     (walbus)
 --   tables           comma-separated schema-qualified tables to publish
---   state_schema     a schema owned by walbus_role where walbus keeps the
---                    progress of an initial snapshot               (walbus)
+--
+-- walbus keeps its own state (initial snapshot progress, backfill requests)
+-- in schema walbus; the script creates it owned by walbus_role.
 --
 -- Then configure walbus with that role and
 --   [source]  publication = "<publication>"   create_publication = false
@@ -42,10 +43,6 @@
 \if :{?publication}
 \else
   \set publication walbus
-\endif
-\if :{?state_schema}
-\else
-  \set state_schema walbus
 \endif
 \if :{?tables}
 \else
@@ -84,10 +81,10 @@ SELECT DISTINCT format('GRANT USAGE ON SCHEMA %I TO %I', n.nspname, :'walbus_rol
   JOIN pg_namespace n ON n.oid = c.relnamespace \gexec
 SELECT format('GRANT SELECT ON TABLE %s TO %I', :'tables', :'walbus_role') \gexec
 
--- walbus's own bookkeeping (initial snapshot progress) lives in a schema it
--- owns, so it needs no CREATE on the database.
-SELECT format('CREATE SCHEMA %I AUTHORIZATION %I', :'state_schema', :'walbus_role')
- WHERE NOT EXISTS (SELECT FROM pg_namespace WHERE nspname = :'state_schema') \gexec
+-- walbus's own bookkeeping (initial snapshot progress, backfill requests)
+-- lives in schema walbus, which it owns, so it needs no CREATE on the database.
+SELECT format('CREATE SCHEMA walbus AUTHORIZATION %I', :'walbus_role')
+ WHERE NOT EXISTS (SELECT FROM pg_namespace WHERE nspname = 'walbus') \gexec
 
 COMMIT;
 

@@ -69,24 +69,23 @@ Status ClassifyConnectError(std::string_view raw) {
                                       "; turn ssl on in postgresql.conf, or lower sslmode in "
                                       "source.dsn");
   }
-  if (Contains(reason, "no pg_hba.conf entry") &&
-      (Contains(reason, "no encryption") || Contains(reason, "SSL off"))) {
+  if (Contains(reason, "no pg_hba.conf entry")) {
+    // Refused in plain text: maybe only a hostssl line admits this user.
+    bool plain = Contains(reason, "no encryption") || Contains(reason, "SSL off");
     return Status::FailedPrecondition(
         where + " refused the connection: " + reason +
-        "; if pg_hba.conf admits this user over TLS only (hostssl), add sslmode=verify-full "
-        "and sslrootcert= to source.dsn, else add a pg_hba.conf `host` line for it");
+        (plain ? "; if pg_hba.conf admits this user over TLS only (hostssl), add "
+                 "sslmode=verify-full and sslrootcert= to source.dsn, else add a pg_hba.conf "
+                 "`host` line for it"
+               : "; add a pg_hba.conf `host` line for this database and user (logical "
+                 "replication matches the database name, not the `replication` keyword), then "
+                 "reload PostgreSQL"));
   }
   if (Contains(reason, "password authentication failed") ||
       Contains(reason, "no password supplied") || Contains(reason, "authentication failed")) {
     return Status::FailedPrecondition(
         where + " refused the login: " + reason +
         "; fix the password (source.dsn, ${ENV}, ~/.pgpass or PGPASSWORD)");
-  }
-  if (Contains(reason, "no pg_hba.conf entry")) {
-    return Status::FailedPrecondition(
-        where + " refused the connection: " + reason +
-        "; add a pg_hba.conf `host` line for this database and user (logical replication "
-        "matches the database name, not the `replication` keyword), then reload PostgreSQL");
   }
   if (Contains(reason, "does not exist")) {  // role or database
     return Status::FailedPrecondition(where + ": " + reason + "; fix source.dsn");

@@ -20,6 +20,8 @@
 namespace walbus::pgwire {
 
 // commit_time_us: microseconds since 2000-01-01 00:00:00 UTC (PostgreSQL epoch).
+// PostgreSQL's epoch in Unix microseconds: add it to get Unix time.
+constexpr int64_t kPgEpochUnixMicros = 946'684'800'000'000;
 struct Begin {
   Lsn final_lsn;
   int64_t commit_time_us;

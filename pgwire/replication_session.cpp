@@ -4,12 +4,11 @@
 
 #include <cstdio>
 
+#include "pgwire/pgoutput.h"
 #include "pgwire/reader.h"
 
 namespace walbus::pgwire {
 namespace {
-
-constexpr int64_t kPgEpochOffsetSeconds = 946684800;  // 2000-01-01 - 1970-01-01
 
 void PutU64(char* p, uint64_t v) {
   for (int i = 7; i >= 0; --i) {
@@ -23,7 +22,7 @@ void PutU64(char* p, uint64_t v) {
 int64_t PgNowMicros() {
   struct timeval tv;
   gettimeofday(&tv, nullptr);
-  return (static_cast<int64_t>(tv.tv_sec) - kPgEpochOffsetSeconds) * 1000000 + tv.tv_usec;
+  return static_cast<int64_t>(tv.tv_sec) * 1000000 + tv.tv_usec - kPgEpochUnixMicros;
 }
 
 Result<std::unique_ptr<ReplicationSession>> ReplicationSession::Open(const std::string& conninfo) {

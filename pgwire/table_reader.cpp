@@ -1,5 +1,6 @@
 #include "pgwire/table_reader.h"
 
+#include <charconv>
 #include <cstdlib>
 #include <cstring>
 
@@ -30,9 +31,31 @@ Status SqlError(PGconn* conn, const Status& st, const std::string& state,
   return st.WithContext(what);
 }
 
+// A catalog number in text form, all of it; false for NULL or anything else.
+template <typename T>
+bool ParseNumber(const std::optional<std::string>& text, T* out) {
+  if (!text || text->empty()) return false;
+  const char* end = text->data() + text->size();
+  auto [ptr, ec] = std::from_chars(text->data(), end, *out);
+  return ec == std::errc() && ptr == end;
+}
+
+Status BadCatalogValue(const std::string& what, const char* column,
+                       const std::optional<std::string>& text) {
+  return Status::Corruption(what + ": " + column + " is '" + text.value_or("NULL") +
+                            "', not a number");
+}
+
 }  // namespace
 
 std::string TableShape::QuotedName() const { return QuoteIdent(schema) + "." + QuoteIdent(name); }
+
+std::string EstimatedRowsSql(std::string_view rel) {
+  const std::string c(rel);
+  return "(CASE WHEN " + c + ".relkind = 'p' THEN (SELECT coalesce(sum(greatest(l.reltuples, 0)), "
+         "-1) FROM pg_partition_tree(" + c + ".oid) p JOIN pg_class l ON l.oid = p.relid WHERE "
+         "p.isleaf) ELSE " + c + ".reltuples END)::float8";
+}
 
 Result<TableShape> DescribeTable(PGconn* conn, const std::string& schema, const std::string& name,
                                  const std::string& publication) {
@@ -44,35 +67,29 @@ Result<TableShape> DescribeTable(PGconn* conn, const std::string& schema, const 
   // For a partitioned root the planner's estimate is the sum over its leaves.
   Result<Rows> rel = Query(
       conn,
-      "SELECT c.oid, c.relkind, c.relreplident, CASE WHEN c.relkind = 'p' THEN (SELECT "
-      "coalesce(sum(greatest(l.reltuples, 0)), -1) FROM pg_partition_tree(c.oid) p JOIN "
-      "pg_class l ON l.oid = p.relid WHERE p.isleaf) ELSE c.reltuples END::float8 "
-      "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = " +
+      "SELECT c.oid, c.relkind, c.relreplident, " + EstimatedRowsSql("c") +
+          " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = " +
           QuoteLiteral(conn, schema) + " AND c.relname = " + QuoteLiteral(conn, name),
       &state);
   if (!rel.ok()) return SqlError(conn, rel.status(), state, what, &t);
   if (rel->empty()) return Status::FailedPrecondition("table " + t.Qualified() + " does not exist");
   const Row& r = (*rel)[0];
-  t.oid = static_cast<uint32_t>(std::strtoul(r[0].value_or("0").c_str(), nullptr, 10));
+  if (!ParseNumber(r[0], &t.oid)) return BadCatalogValue(what, "oid", r[0]);
   t.relkind = r[1].value_or("r").empty() ? 'r' : (*r[1])[0];
   t.replica_identity = r[2].value_or("d").empty() ? 'd' : (*r[2])[0];
   t.estimated_rows = std::strtod(r[3].value_or("-1").c_str(), nullptr);
   const std::string oid = std::to_string(t.oid);
 
-  // The publication's column list and row filter (PostgreSQL 15+).
-  std::optional<std::string> column_list;  // "{a,b}" or NULL: every column
-  if (!publication.empty() && PQserverVersion(conn) >= 150000) {
-    Result<Rows> pub = Query(conn,
-                             "SELECT attnames::text, rowfilter FROM pg_publication_tables "
-                             "WHERE pubname = " + QuoteLiteral(conn, publication) +
-                                 " AND schemaname = " + QuoteLiteral(conn, schema) +
-                                 " AND tablename = " + QuoteLiteral(conn, name),
-                             &state);
+  // The publication's row filter and column list (PostgreSQL 15+).
+  const bool listed = !publication.empty() && PQserverVersion(conn) >= 150000;
+  std::string published;  // the table's row of pg_publication_tables, if listed
+  if (listed) {
+    published = "SELECT attnames, rowfilter FROM pg_publication_tables WHERE pubname = " +
+                QuoteLiteral(conn, publication) + " AND schemaname = " +
+                QuoteLiteral(conn, schema) + " AND tablename = " + QuoteLiteral(conn, name);
+    Result<Rows> pub = Query(conn, "SELECT rowfilter FROM (" + published + ") p", &state);
     if (!pub.ok()) return SqlError(conn, pub.status(), state, what, &t);
-    if (!pub->empty()) {
-      column_list = (*pub)[0][0];
-      t.row_filter = (*pub)[0][1].value_or("");
-    }
+    if (!pub->empty()) t.row_filter = (*pub)[0][0].value_or("");
   }
 
   // Columns in attnum order, as logicalrep_write_attrs writes them: neither
@@ -85,47 +102,19 @@ Result<TableShape> DescribeTable(PGconn* conn, const std::string& schema, const 
       "a.attrelid AND i.indisprimary), '{}')))::int, "
       "(a.attnum = ANY(coalesce((SELECT i.indkey::int2[] FROM pg_index i WHERE i.indrelid = "
       "a.attrelid AND i.indisreplident), '{}')))::int "
-      "FROM pg_attribute a WHERE a.attrelid = " + oid +
-          " AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' "
+      "FROM pg_attribute a " +
+          (listed ? "LEFT JOIN (" + published + ") p ON true " : std::string()) +
+          "WHERE a.attrelid = " + oid +
+          " AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' " +
+          (listed ? "AND (p.attnames IS NULL OR a.attname = ANY(p.attnames)) " : "") +
           "ORDER BY a.attnum",
       &state);
   if (!cols.ok()) return SqlError(conn, cols.status(), state, what, &t);
-  std::vector<std::string> listed;
-  if (column_list) {
-    // Array text output of names: {a,"b c"}; names were written by array_out.
-    std::string_view s = *column_list;
-    if (s.size() >= 2) s = s.substr(1, s.size() - 2);
-    std::string cur;
-    bool quoted = false, escaped = false;
-    for (char c : s) {
-      if (escaped) {
-        cur += c;
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        quoted = !quoted;
-      } else if (c == ',' && !quoted) {
-        listed.push_back(std::move(cur));
-        cur.clear();
-      } else {
-        cur += c;
-      }
-    }
-    if (!s.empty()) listed.push_back(std::move(cur));
-  }
-  std::vector<std::string> pk_names_unordered;
   for (const Row& c : *cols) {
-    std::string col_name = c[0].value_or("");
-    if (column_list) {
-      bool in = false;
-      for (const std::string& l : listed) in = in || l == col_name;
-      if (!in) continue;
-    }
     TableColumn tc;
-    tc.name = col_name;
-    tc.type_oid = static_cast<uint32_t>(std::strtoul(c[1].value_or("0").c_str(), nullptr, 10));
-    tc.type_mod = static_cast<int32_t>(std::strtol(c[2].value_or("-1").c_str(), nullptr, 10));
+    tc.name = c[0].value_or("");
+    if (!ParseNumber(c[1], &tc.type_oid)) return BadCatalogValue(what, "atttypid", c[1]);
+    if (!ParseNumber(c[2], &tc.type_mod)) return BadCatalogValue(what, "atttypmod", c[2]);
     tc.type_sql = c[3].value_or("text");
     bool in_pk = c[4].value_or("0") == "1";
     bool in_ident = c[5].value_or("0") == "1";

@@ -78,6 +78,11 @@ Result<std::vector<TableShape>> PublishedTables(PGconn* conn, const std::string&
 Result<TableShape> DescribeTable(PGconn* conn, const std::string& schema, const std::string& name,
                                  const std::string& publication);
 
+// An SQL expression (float8) for the planner's row estimate of the pg_class
+// row aliased `rel`: its reltuples, or for a partitioned table the sum over
+// its leaves; -1 when never analysed.
+std::string EstimatedRowsSql(std::string_view rel);
+
 // Primary-key values in text form (as COPY and pgoutput print them), in key order.
 using KeyValues = std::vector<std::string>;
 

@@ -449,11 +449,11 @@ Status MqttSink::Publish(const Event& event) {
                              std::to_string(limit) + " bytes");
   }
   // Bounded memory: while the broker takes bytes slower than they come, wait
-  // (an event alone is always taken, however large).
+  // (an event alone is always taken, however large); the pipeline flushes
+  // what is staged before it waits.
   const size_t queued = staging_.size() + handoff_bytes_.load(std::memory_order_relaxed) +
                         io_unwritten_.load(std::memory_order_relaxed);
   if (queued != 0 && queued + size + state_size > kMaxUnwrittenBytes) {
-    WALBUS_RETURN_IF_ERROR(Flush());
     return Status::ResourceExhausted(Prefix() + ": " + std::to_string(queued) +
                                      " bytes are waiting to be written to the broker");
   }

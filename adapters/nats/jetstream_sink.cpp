@@ -18,14 +18,10 @@ constexpr const char* kMsgIdHeader = "Nats-Msg-Id";
 constexpr int64_t kStallWaitMs = 100;
 // The lag warning (LagWatch) repeats at most this often.
 constexpr int64_t kLagWarnEveryUs = 60'000'000;
-// PostgreSQL's epoch, 2000-01-01 UTC, in Unix microseconds.
-constexpr int64_t kPgEpochUnixUs = 946'684'800'000'000;
-
-int64_t NowPgUs() {
+int64_t NowUnixUs() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
              std::chrono::system_clock::now().time_since_epoch())
-             .count() -
-         kPgEpochUnixUs;
+             .count();
 }
 
 std::string Seconds(int64_t us) {
@@ -176,10 +172,12 @@ struct JetStreamSink::Session {
   uint64_t published = 0;
   uint64_t seen = 0;
   std::chrono::steady_clock::time_point progress_at = std::chrono::steady_clock::now();
-  // The stream's Nats-Msg-Id window as the server has it (us; 0 = none), and
-  // when the lag warning was last written (PostgreSQL-epoch us).
+  // The stream's Nats-Msg-Id window as the server has it (us; 0 = none),
+  // when the lag warning was last written (Unix us), and the commit time
+  // last looked at (the clock is read once per transaction, not per event).
   int64_t duplicate_window_us = 0;
   int64_t lag_warned_at_us = 0;
+  int64_t lag_checked_commit_us = 0;
   // Sends each batch at Flush (Open only; Check publishes nothing).
   std::unique_ptr<FlushKicker> kicker;
   uint64_t kicked = 0;  // `published` at the last kick
@@ -423,7 +421,9 @@ Status JetStreamSink::Flush() {
 void JetStreamSink::WatchLag(const Event& event) {
   Session& session = *session_;
   if (event.commit_time_us == 0 || session.duplicate_window_us <= 0) return;
-  int64_t now = NowPgUs();
+  if (event.commit_time_us == session.lag_checked_commit_us) return;
+  session.lag_checked_commit_us = event.commit_time_us;
+  int64_t now = NowUnixUs();
   int64_t lag = now - event.commit_time_us;
   if (lag <= session.duplicate_window_us) return;
   if (session.lag_warned_at_us != 0 && now - session.lag_warned_at_us < kLagWarnEveryUs) return;

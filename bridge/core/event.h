@@ -20,7 +20,7 @@ struct Event {
   std::string_view payload;      // the envelope JSON, no trailing newline
   Lsn commit_lsn = 0;            // the id's LSN part
   uint32_t seq = 0;              // the id's seq part
-  int64_t commit_time_us = 0;    // commit time, us since 2000-01-01 UTC; 0 = none (a message)
+  int64_t commit_time_us = 0;    // commit time, Unix us; 0 = none (a message, a snapshot row)
   std::string_view state_topic;  // rendered state topic, empty when the sink has none
   std::string_view key;          // key column values joined by ',' (for {key})
   std::string_view after;        // the "after" JSON value ("null" for delete)

@@ -135,6 +135,26 @@ void WaitForStop(const sigset_t& set) {
   sigwait(&set, &sig);
 }
 
+using NatsConnectionPtr = std::unique_ptr<natsConnection, decltype(&natsConnection_Destroy)>;
+
+// Connects with `opts`, retrying every 500 ms for 30 s (the server may still be
+// starting); null, with the reason on stderr, when it never answers.
+NatsConnectionPtr ConnectNats(natsOptions* opts, const std::string& url) {
+  natsConnection* nc = nullptr;
+  natsStatus st = NATS_NO_SERVER;
+  for (int attempt = 0; attempt < 60; ++attempt) {
+    st = natsConnection_Connect(&nc, opts);
+    if (st == NATS_OK) break;
+    std::this_thread::sleep_for(500ms);
+  }
+  if (st != NATS_OK) {
+    std::fprintf(stderr, "faults_reader: cannot connect to %s: %s\n", url.c_str(),
+                 natsStatus_GetText(st));
+    return NatsConnectionPtr(nullptr, &natsConnection_Destroy);
+  }
+  return NatsConnectionPtr(nc, &natsConnection_Destroy);
+}
+
 // --- JetStream ------------------------------------------------------------------
 
 int JsDump(const Args& args) {
@@ -161,19 +181,10 @@ int JsDump(const Args& args) {
   natsOptions_SetMaxReconnect(opts, 60);
   natsOptions_SetReconnectWait(opts, 500);
 
-  natsConnection* nc = nullptr;
-  natsStatus st = NATS_NO_SERVER;
-  for (int attempt = 0; attempt < 60; ++attempt) {
-    st = natsConnection_Connect(&nc, opts);
-    if (st == NATS_OK) break;
-    std::this_thread::sleep_for(500ms);
-  }
-  if (st != NATS_OK) {
-    std::fprintf(stderr, "faults_reader: cannot connect to %s: %s\n", args.at("url").c_str(),
-                 natsStatus_GetText(st));
-    return 1;
-  }
-  std::unique_ptr<natsConnection, decltype(&natsConnection_Destroy)> nc_owner(nc, &natsConnection_Destroy);
+  NatsConnectionPtr nc_owner = ConnectNats(opts, args.at("url"));
+  if (!nc_owner) return 1;
+  natsConnection* nc = nc_owner.get();
+  natsStatus st = NATS_OK;
   jsCtx* js = nullptr;
   if (natsConnection_JetStream(&js, nc, nullptr) != NATS_OK) {
     std::fprintf(stderr, "faults_reader: no JetStream context\n");
@@ -458,19 +469,10 @@ int NatsSubscribe(const Args& args) {
   natsOptions_SetDisconnectedCB(opts, &NatsSub::OnDisconnected, &ctx);
   natsOptions_SetReconnectedCB(opts, &NatsSub::OnReconnected, &ctx);
   natsOptions_SetErrorHandler(opts, &NatsSub::OnError, &ctx);
-  natsConnection* nc = nullptr;
-  natsStatus st = NATS_NO_SERVER;
-  for (int attempt = 0; attempt < 60; ++attempt) {
-    st = natsConnection_Connect(&nc, opts);
-    if (st == NATS_OK) break;
-    std::this_thread::sleep_for(500ms);
-  }
-  if (st != NATS_OK) {
-    std::fprintf(stderr, "faults_reader: cannot connect to %s: %s\n", args.at("url").c_str(),
-                 natsStatus_GetText(st));
-    return 1;
-  }
-  std::unique_ptr<natsConnection, decltype(&natsConnection_Destroy)> nc_owner(nc, &natsConnection_Destroy);
+  NatsConnectionPtr nc_owner = ConnectNats(opts, args.at("url"));
+  if (!nc_owner) return 1;
+  natsConnection* nc = nc_owner.get();
+  natsStatus st = NATS_OK;
   ctx.epoch = 1;
   out.Line({"C", "1", Fmt(Now()), "connected"});
   natsSubscription* sub = nullptr;

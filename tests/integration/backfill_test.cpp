@@ -15,10 +15,6 @@
 //    read the unconfirmed chunks again; the same equality holds.
 //  - The error lines: not in the publication, no primary key, no such table,
 //    a name without schema, a bad --chunk-size; nothing is registered.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-
 #include <atomic>
 #include <map>
 #include <random>
@@ -320,31 +316,6 @@ class Writer {
   std::thread thread_;
 };
 
-// GET http://127.0.0.1:port/path (HTTP/1.0: the server closes); the body.
-std::string HttpGet(int port, const std::string& path) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return "";
-  struct timeval tv = {3, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  struct sockaddr_in a;
-  std::memset(&a, 0, sizeof a);
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string reply;
-  if (::connect(fd, reinterpret_cast<struct sockaddr*>(&a), sizeof a) == 0) {
-    std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size())) {
-      char buf[8192];
-      ssize_t n;
-      while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) reply.append(buf, static_cast<size_t>(n));
-    }
-  }
-  ::close(fd);
-  size_t body = reply.find("\r\n\r\n");
-  return body == std::string::npos ? "" : reply.substr(body + 4);
-}
-
 void CreateItems(Pg& pg, bool full_identity) {
   ASSERT_TRUE(pg.Exec(
       "CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, note text);"
@@ -430,7 +401,7 @@ TEST_F(Backfill, ConsistentWithTheStreamUnderLoad) {
   EXPECT_EQ(out.app_messages, 1u) << "the user's message, published once";
   EXPECT_EQ(std::to_string(out.reads), *progress[0][1]);
   ExpectConsistent(out, table, writer.touched(), "stdout");
-  std::string metrics = HttpGet(kMetricsPort, "/metrics");
+  std::string metrics = HttpGet(kMetricsPort, "/metrics", 3s);
   EXPECT_TRUE(Contains(metrics, "walbus_snapshot_rows_total{table=\"public.items\"} " +
                                     std::to_string(out.reads) + "\n"))
       << LinesWith(metrics, "snapshot_rows").size() << " lines:\n"

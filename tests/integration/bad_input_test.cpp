@@ -150,20 +150,6 @@ std::vector<std::string> Lines(const std::string& text) {
   return out;
 }
 
-// True when nothing accepts connections on 127.0.0.1:port.
-bool PortClosed(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bool refused =
-      connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 && errno == ECONNREFUSED;
-  close(fd);
-  return refused;
-}
-
 // --- how each case is brought about ------------------------------------------
 
 class BadInput;
@@ -229,20 +215,7 @@ class BadInput : public ::testing::TestWithParam<Case> {
 
   // Drops every slot, publication, test role and test database; empties public.
   static void Reset(Pg& pg) {
-    pg.Exec("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-            "WHERE active_pid IS NOT NULL");
-    EXPECT_TRUE(WaitUntil(
-        [&] {
-          return pg.Scalar("SELECT count(*) FROM pg_replication_slots WHERE active_pid IS NOT "
-                           "NULL") == std::optional<std::string>("0");
-        },
-        10s))
-        << "a replication slot stayed active";
-    pg.Exec("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots");
-    pg.Exec("DO $$ DECLARE r record; BEGIN "
-            "FOR r IN SELECT pubname FROM pg_publication LOOP "
-            "EXECUTE format('DROP PUBLICATION %I', r.pubname); END LOOP; END $$");
-    pg.Exec("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public");
+    ResetDatabase(pg);
     pg.Exec("DROP SCHEMA IF EXISTS walbus CASCADE");  // walbus's own bookkeeping, if any
     pg.Exec("DROP DATABASE IF EXISTS walbus_bad_other");
     pg.Exec("DO $$ DECLARE r record; BEGIN "
@@ -319,10 +292,7 @@ class BadInput : public ::testing::TestWithParam<Case> {
     busy_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1;
     setsockopt(busy_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(kBusyPort);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sockaddr_in a = LocalAddress(kBusyPort);
     return busy_fd_ >= 0 && bind(busy_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
            listen(busy_fd_, 1) == 0;
   }
@@ -498,8 +468,80 @@ void TableT(BadInput& b) {
   ASSERT_TRUE(b.sql().Exec("CREATE TABLE t (id int PRIMARY KEY, v text)"));
 }
 
+// A [[sink]] table: `name`, `type`, `url`, then the TOML lines `more`.
+std::string Sink(const std::string& name, const std::string& type, const std::string& url,
+                 const std::string& more = "") {
+  return "[[sink]]\nname = \"" + name + "\"\ntype = \"" + type + "\"\nurl = \"" + url + "\"\n" +
+         more;
+}
+
+// SCHEME://USERINFO127.0.0.1:PORT
+std::string Url(const std::string& scheme, int port, const std::string& userinfo = "") {
+  return scheme + "://" + userinfo + "127.0.0.1:" + std::to_string(port);
+}
+
+// Credentials, all with the password that must never be printed.
+const std::string kUserSecret = "walbus:" + std::string(kSecret) + "@";  // URL userinfo
+const std::string kSecretOnly = ":" + std::string(kSecret) + "@";        // Redis AUTH password
+const std::string kUserPassword =
+    "user = \"walbus\"\npassword = \"" + std::string(kSecret) + "\"\n";  // sink keys
+
+enum Command { kRun, kCheck };
+
+// `walbus run` or `walbus check` of a configuration with `sink` as its only
+// sink; with `closed_port`, first asserts that nothing listens there.
+Scenario SinkCase(Command command, std::string sink, int closed_port = 0) {
+  return [command, sink, closed_port](BadInput& b, Plan& s) {
+    if (closed_port != 0) {
+      ASSERT_TRUE(PortClosed(closed_port));
+    }
+    std::string cfg = b.Conf(b.Dsn(), "", sink);
+    s.args = command == kRun ? b.Run(cfg) : b.Check(cfg);
+  };
+}
+
+// nats-server on kNatsPort: JetStream, a 2 KiB max_payload.
+constexpr const char* kSmallNats = "WALBUS_NATS_HTTP_PORT=0 WALBUS_NATS_MAX_PAYLOAD=2048";
+
+// `walbus run` with one sink, `sink(url)`, to the suite's broker of `kind` on
+// `port` (started with `env` by the first case that uses it); then `more`.
+Scenario BrokerCase(ComposeBroker::Kind kind, int port, std::string env,
+                    std::function<std::string(const std::string&)> sink,
+                    std::function<void(BadInput&, Plan&)> more = {}) {
+  return [kind, port, env, sink, more](BadInput& b, Plan& s) {
+    ComposeBroker* broker = BadInput::Broker(kind, port, env);
+    ASSERT_NE(broker, nullptr);
+    if (more) {
+      more(b, s);
+      if (::testing::Test::HasFatalFailure()) return;
+    }
+    s.args = b.Run(b.Conf(b.Dsn(), "", sink(broker->Url())));
+  };
+}
+
+// The table below, with each `STEM_run|check` entry made into two cases:
+// STEM_run as written, and STEM_check, the same situation with `walbus check`
+// in place of `walbus run`.
+std::map<std::string, Scenario> WithChecks(std::map<std::string, Scenario> table) {
+  std::map<std::string, Scenario> out;
+  for (auto& [id, scenario] : table) {
+    const std::string both = "_run|check";
+    if (id.size() <= both.size() || id.compare(id.size() - both.size(), both.size(), both) != 0) {
+      out.emplace(id, std::move(scenario));
+      continue;
+    }
+    std::string stem = id.substr(0, id.size() - both.size());
+    out.emplace(stem + "_check", [run = scenario](BadInput& b, Plan& s) {
+      run(b, s);
+      if (!s.args.empty() && s.args[0] == "run") s.args[0] = "check";
+    });
+    out.emplace(stem + "_run", std::move(scenario));
+  }
+  return out;
+}
+
 const std::map<std::string, Scenario>& Scenarios() {
-  static const std::map<std::string, Scenario> kScenarios = {
+  static const std::map<std::string, Scenario> kScenarios = WithChecks({
       // --- command line
       {"usage_unknown_command", [](BadInput&, Plan& s) { s.args = {"frobnicate"}; }},
       {"usage_missing_config", [](BadInput&, Plan& s) { s.args = {"run"}; }},
@@ -567,15 +609,10 @@ const std::map<std::string, Scenario>& Scenarios() {
          s.args = b.Run(cfg);
        }},
       // --- connecting to PostgreSQL
-      {"pg_closed_port_run",
+      {"pg_closed_port_run|check",
        [](BadInput& b, Plan& s) {
          ASSERT_TRUE(PortClosed(kClosedPgPort));
          s.args = b.Run(b.Conf(BadInput::Dsn("postgres", kClosedPgPort)));
-       }},
-      {"pg_closed_port_check",
-       [](BadInput& b, Plan& s) {
-         ASSERT_TRUE(PortClosed(kClosedPgPort));
-         s.args = b.Check(b.Conf(BadInput::Dsn("postgres", kClosedPgPort)));
        }},
       {"pg_unknown_host_run",
        [](BadInput& b, Plan& s) {
@@ -583,15 +620,10 @@ const std::map<std::string, Scenario>& Scenarios() {
          dsn.replace(dsn.find("127.0.0.1"), 9, "walbus-no-such-host.invalid");
          s.args = b.Run(b.Conf(dsn));
        }},
-      {"pg_wrong_password_run",
+      {"pg_wrong_password_run|check",
        [](BadInput& b, Plan& s) {
          ASSERT_TRUE(b.Role("walbus_t_pw", "REPLICATION PASSWORD 'the-right-one'", false));
          s.args = b.Run(b.Conf(BadInput::Dsn("walbus_t_pw")));
-       }},
-      {"pg_wrong_password_check",
-       [](BadInput& b, Plan& s) {
-         ASSERT_TRUE(b.Role("walbus_t_pw", "REPLICATION PASSWORD 'the-right-one'", false));
-         s.args = b.Check(b.Conf(BadInput::Dsn("walbus_t_pw")));
        }},
       {"pg_missing_database_run",
        [](BadInput& b, Plan& s) {
@@ -607,31 +639,18 @@ const std::map<std::string, Scenario>& Scenarios() {
          s.args = b.Run(b.Conf(BadInput::Dsn("walbus_t_nohba")));
        }},
       // --- server prerequisites
-      {"wal_level_replica_run",
+      {"wal_level_replica_run|check",
        [](BadInput& b, Plan& s) {
          PgServer* odd = b.Odd("-c wal_level=replica");
          ASSERT_NE(odd, nullptr);
          s.args = b.Run(b.Conf(BadInput::Dsn("postgres", kOddPgPort)));
        }},
-      {"wal_level_replica_check",
-       [](BadInput& b, Plan& s) {
-         PgServer* odd = b.Odd("-c wal_level=replica");
-         ASSERT_NE(odd, nullptr);
-         s.args = b.Check(b.Conf(BadInput::Dsn("postgres", kOddPgPort)));
-       }},
-      {"role_without_replication_run",
+      {"role_without_replication_run|check",
        [](BadInput& b, Plan& s) {
          TableT(b);
          ASSERT_TRUE(b.Role("walbus_t_norepl", ""));
          ASSERT_TRUE(b.sql().Exec("CREATE PUBLICATION bad_pub FOR TABLE t"));
          s.args = b.Run(b.Conf(BadInput::Dsn("walbus_t_norepl")));
-       }},
-      {"role_without_replication_check",
-       [](BadInput& b, Plan& s) {
-         TableT(b);
-         ASSERT_TRUE(b.Role("walbus_t_norepl", ""));
-         ASSERT_TRUE(b.sql().Exec("CREATE PUBLICATION bad_pub FOR TABLE t"));
-         s.args = b.Check(b.Conf(BadInput::Dsn("walbus_t_norepl")));
        }},
       {"role_without_select",
        [](BadInput& b, Plan& s) {
@@ -652,15 +671,10 @@ const std::map<std::string, Scenario>& Scenarios() {
          ASSERT_TRUE(b.Role("walbus_t_notowner", "REPLICATION"));
          s.args = b.Run(b.Conf(BadInput::Dsn("walbus_t_notowner"), "tables = [\"public.t\"]\n"));
        }},
-      {"max_replication_slots_zero_run",
+      {"max_replication_slots_zero_run|check",
        [](BadInput& b, Plan& s) {
          ASSERT_NE(b.Odd("-c max_replication_slots=0"), nullptr);
          s.args = b.Run(b.Conf(BadInput::Dsn("postgres", kOddPgPort)));
-       }},
-      {"max_replication_slots_zero_check",
-       [](BadInput& b, Plan& s) {
-         ASSERT_NE(b.Odd("-c max_replication_slots=0"), nullptr);
-         s.args = b.Check(b.Conf(BadInput::Dsn("postgres", kOddPgPort)));
        }},
       {"slots_exhausted_run",
        [](BadInput& b, Plan& s) {
@@ -737,13 +751,9 @@ const std::map<std::string, Scenario>& Scenarios() {
          };
        }},
       // --- the publication
-      {"publication_missing_run",
+      {"publication_missing_run|check",
        [](BadInput& b, Plan& s) {
          s.args = b.Run(b.Conf(b.Dsn(), "create_publication = false\n"));
-       }},
-      {"publication_missing_check",
-       [](BadInput& b, Plan& s) {
-         s.args = b.Check(b.Conf(b.Dsn(), "create_publication = false\n"));
        }},
       {"publication_dropped_while_running",
        [](BadInput& b, Plan& s) {
@@ -806,127 +816,72 @@ const std::map<std::string, Scenario>& Scenarios() {
          };
        }},
       // --- brokers
+      // `run` with credentials in the URL or the sink (they must not be
+      // printed), after checking the port is closed; `check` without.
       {"nats_unreachable_run",
-       [](BadInput& b, Plan& s) {
-         ASSERT_TRUE(PortClosed(kClosedNatsPort));
-         s.args = b.Run(b.Conf(b.Dsn(), "", "[[sink]]\nname = \"events\"\ntype = \"nats\"\n"
-                                            "url = \"nats://walbus:" + std::string(kSecret) +
-                                            "@127.0.0.1:" + std::to_string(kClosedNatsPort) + "\"\n"));
-       }},
+       SinkCase(kRun, Sink("events", "nats", Url("nats", kClosedNatsPort, kUserSecret)),
+                kClosedNatsPort)},
       {"nats_unreachable_check",
-       [](BadInput& b, Plan& s) {
-         s.args = b.Check(b.Conf(b.Dsn(), "", "[[sink]]\nname = \"events\"\ntype = \"nats\"\n"
-                                              "url = \"nats://127.0.0.1:" +
-                                              std::to_string(kClosedNatsPort) + "\"\n"));
-       }},
-      {"jetstream_unreachable_run",
-       [](BadInput& b, Plan& s) {
-         s.args = b.Run(b.Conf(b.Dsn(), "", "[[sink]]\nname = \"js\"\ntype = \"jetstream\"\n"
-                                            "stream = \"BAD\"\nurl = \"nats://127.0.0.1:" +
-                                            std::to_string(kClosedNatsPort) + "\"\n"));
-       }},
-      {"jetstream_unreachable_check",
-       [](BadInput& b, Plan& s) {
-         s.args = b.Check(b.Conf(b.Dsn(), "", "[[sink]]\nname = \"js\"\ntype = \"jetstream\"\n"
-                                              "stream = \"BAD\"\nurl = \"nats://127.0.0.1:" +
-                                              std::to_string(kClosedNatsPort) + "\"\n"));
-       }},
+       SinkCase(kCheck, Sink("events", "nats", Url("nats", kClosedNatsPort)))},
+      {"jetstream_unreachable_run|check",
+       SinkCase(kRun,
+                Sink("js", "jetstream", Url("nats", kClosedNatsPort), "stream = \"BAD\"\n"))},
       {"mqtt_unreachable_run",
-       [](BadInput& b, Plan& s) {
-         ASSERT_TRUE(PortClosed(kClosedMqttPort));
-         s.args = b.Run(b.Conf(b.Dsn(), "", "[[sink]]\nname = \"mq\"\ntype = \"mqtt\"\n"
-                                            "url = \"tcp://127.0.0.1:" +
-                                            std::to_string(kClosedMqttPort) + "\"\n"
-                                            "user = \"walbus\"\npassword = \"" + kSecret + "\"\n"));
-       }},
+       SinkCase(kRun, Sink("mq", "mqtt", Url("tcp", kClosedMqttPort), kUserPassword),
+                kClosedMqttPort)},
       {"mqtt_unreachable_check",
-       [](BadInput& b, Plan& s) {
-         s.args = b.Check(b.Conf(b.Dsn(), "", "[[sink]]\nname = \"mq\"\ntype = \"mqtt\"\n"
-                                              "url = \"tcp://127.0.0.1:" +
-                                              std::to_string(kClosedMqttPort) + "\"\n"));
-       }},
+       SinkCase(kCheck, Sink("mq", "mqtt", Url("tcp", kClosedMqttPort)))},
       {"redis_unreachable_run",
-       [](BadInput& b, Plan& s) {
-         ASSERT_TRUE(PortClosed(kClosedRedisPort));
-         s.args = b.Run(b.Conf(b.Dsn(), "", "[[sink]]\nname = \"streams\"\ntype = \"redis\"\n"
-                                            "url = \"redis://:" + std::string(kSecret) +
-                                            "@127.0.0.1:" + std::to_string(kClosedRedisPort) +
-                                            "\"\n"));
-       }},
+       SinkCase(kRun, Sink("streams", "redis", Url("redis", kClosedRedisPort, kSecretOnly)),
+                kClosedRedisPort)},
       {"redis_unreachable_check",
-       [](BadInput& b, Plan& s) {
-         s.args = b.Check(b.Conf(b.Dsn(), "", "[[sink]]\nname = \"streams\"\ntype = \"redis\"\n"
-                                              "url = \"redis://127.0.0.1:" +
-                                              std::to_string(kClosedRedisPort) + "\"\n"));
-       }},
+       SinkCase(kCheck, Sink("streams", "redis", Url("redis", kClosedRedisPort)))},
+      // One broker, started once for the suite by the first case that needs it.
       {"nats_wrong_password",
-       [](BadInput& b, Plan& s) {
-         ComposeBroker* nats = BadInput::Broker(
-             ComposeBroker::Kind::kNats, kNatsAuthPort,
-             "WALBUS_NATS_HTTP_PORT=0 WALBUS_NATS_ARGS='--user walbus --pass the-right-one'");
-         ASSERT_NE(nats, nullptr);
-         s.args = b.Run(b.Conf(b.Dsn(), "", "[[sink]]\nname = \"events\"\ntype = \"nats\"\n"
-                                            "url = \"" + nats->Url() + "\"\nuser = \"walbus\"\n"
-                                            "password = \"" + kSecret + "\"\n"));
-       }},
+       BrokerCase(ComposeBroker::Kind::kNats, kNatsAuthPort,
+                  "WALBUS_NATS_HTTP_PORT=0 WALBUS_NATS_ARGS='--user walbus --pass the-right-one'",
+                  [](const std::string& url) {
+                    return Sink("events", "nats", url, kUserPassword);
+                  })},
       {"mqtt_wrong_password",
-       [](BadInput& b, Plan& s) {
-         ComposeBroker* mqtt = BadInput::Broker(ComposeBroker::Kind::kMosquitto, kMqttAuthPort,
-                                                "WALBUS_MQTT_PASSWD='walbus:the-right-one'");
-         ASSERT_NE(mqtt, nullptr);
-         s.args = b.Run(b.Conf(b.Dsn(), "", "[[sink]]\nname = \"mq\"\ntype = \"mqtt\"\n"
-                                            "url = \"" + mqtt->Url() + "\"\nuser = \"walbus\"\n"
-                                            "password = \"" + kSecret + "\"\n"));
-       }},
+       BrokerCase(ComposeBroker::Kind::kMosquitto, kMqttAuthPort,
+                  "WALBUS_MQTT_PASSWD='walbus:the-right-one'",
+                  [](const std::string& url) { return Sink("mq", "mqtt", url, kUserPassword); })},
       {"redis_wrong_password",
-       [](BadInput& b, Plan& s) {
-         ComposeBroker* redis = BadInput::Broker(ComposeBroker::Kind::kRedis, kRedisAuthPort,
-                                                 "WALBUS_REDIS_OPTS='--requirepass the-right-one'");
-         ASSERT_NE(redis, nullptr);
-         s.args = b.Run(b.Conf(b.Dsn(), "", "[[sink]]\nname = \"streams\"\ntype = \"redis\"\n"
-                                            "url = \"redis://:" + std::string(kSecret) +
-                                            "@127.0.0.1:" + std::to_string(kRedisAuthPort) +
-                                            "\"\n"));
-       }},
+       BrokerCase(ComposeBroker::Kind::kRedis, kRedisAuthPort,
+                  "WALBUS_REDIS_OPTS='--requirepass the-right-one'",
+                  [](const std::string&) {
+                    return Sink("streams", "redis", Url("redis", kRedisAuthPort, kSecretOnly));
+                  })},
       {"jetstream_stream_missing",
-       [](BadInput& b, Plan& s) {
-         ComposeBroker* nats = BadInput::Broker(
-             ComposeBroker::Kind::kNats, kNatsPort,
-             "WALBUS_NATS_HTTP_PORT=0 WALBUS_NATS_MAX_PAYLOAD=2048");
-         ASSERT_NE(nats, nullptr);
-         s.args = b.Run(b.Conf(b.Dsn(), "", "[[sink]]\nname = \"js\"\ntype = \"jetstream\"\n"
-                                            "url = \"" + nats->Url() + "\"\n"
-                                            "stream = \"NO_SUCH_STREAM\"\ncreate_stream = false\n"));
-       }},
+       BrokerCase(ComposeBroker::Kind::kNats, kNatsPort, kSmallNats, [](const std::string& url) {
+         return Sink("js", "jetstream", url,
+                     "stream = \"NO_SUCH_STREAM\"\ncreate_stream = false\n");
+       })},
       {"nats_refused_payload",
-       [](BadInput& b, Plan& s) {
-         ComposeBroker* nats = BadInput::Broker(
-             ComposeBroker::Kind::kNats, kNatsPort,
-             "WALBUS_NATS_HTTP_PORT=0 WALBUS_NATS_MAX_PAYLOAD=2048");
-         ASSERT_NE(nats, nullptr);
-         TableT(b);
-         s.args = b.Run(b.Conf(b.Dsn(), "", "[[sink]]\nname = \"events\"\ntype = \"nats\"\n"
-                                            "url = \"" + nats->Url() + "\"\n"));
-         s.streaming = [&b](Child&) {
-           ASSERT_TRUE(b.sql().Exec("INSERT INTO t SELECT 1, string_agg(md5(g::text), '') "
-                                    "FROM generate_series(1, 160) g"));
-         };
-       }},
+       BrokerCase(ComposeBroker::Kind::kNats, kNatsPort, kSmallNats,
+                  [](const std::string& url) { return Sink("events", "nats", url); },
+                  [](BadInput& b, Plan& s) {
+                    TableT(b);
+                    s.streaming = [&b](Child&) {
+                      ASSERT_TRUE(b.sql().Exec("INSERT INTO t SELECT 1, string_agg(md5(g::text), "
+                                               "'') FROM generate_series(1, 160) g"));
+                    };
+                  })},
       {"redis_refused_wrongtype",
-       [](BadInput& b, Plan& s) {
-         ComposeBroker* redis = BadInput::Broker(ComposeBroker::Kind::kRedis, kRedisPort);
-         ASSERT_NE(redis, nullptr);
-         ShellResult set = Shell("redis-cli -h 127.0.0.1 -p " + std::to_string(kRedisPort) +
-                                 " SET postgres.public.t a-string 2>&1");
-         ASSERT_EQ(set.out, "OK\n");
-         TableT(b);
-         s.args = b.Run(b.Conf(b.Dsn(), "", "[[sink]]\nname = \"streams\"\ntype = \"redis\"\n"
-                                            "url = \"" + redis->Url() + "\"\n"));
-         s.streaming = [&b](Child&) {
-           ASSERT_TRUE(b.sql().Exec("INSERT INTO t VALUES (1, 'x')"));
-         };
-       }},
-  };
+       BrokerCase(ComposeBroker::Kind::kRedis, kRedisPort, "",
+                  [](const std::string& url) { return Sink("streams", "redis", url); },
+                  [](BadInput& b, Plan& s) {
+                    ShellResult set = Shell("redis-cli -h 127.0.0.1 -p " +
+                                            std::to_string(kRedisPort) +
+                                            " SET postgres.public.t a-string 2>&1");
+                    ASSERT_EQ(set.out, "OK\n");
+                    TableT(b);
+                    s.streaming = [&b](Child&) {
+                      ASSERT_TRUE(b.sql().Exec("INSERT INTO t VALUES (1, 'x')"));
+                    };
+                  })},
+  });
   return kScenarios;
 }
 

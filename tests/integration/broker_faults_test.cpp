@@ -600,7 +600,7 @@ class BrokerFaults : public ::testing::Test {
     dsn_ = server_->Dsn();
     sql_ = std::make_unique<Pg>(dsn_);
     ASSERT_TRUE(sql_->ok());
-    ResetDatabase();
+    ResetDatabase(*sql_);
     ASSERT_TRUE(sql_->Exec(
         "CREATE TABLE load (id int PRIMARY KEY, payload text);"
         "CREATE PROCEDURE fill(batches int, per int, pause float8, width int) LANGUAGE plpgsql "
@@ -620,24 +620,6 @@ class BrokerFaults : public ::testing::Test {
                 ::testing::UnitTest::GetInstance()->current_test_info()->name(),
                 SecondsSince(start_));
     // Brokers are stopped by their destructors (members of the test body).
-  }
-
-  void ResetDatabase() {
-    Pg& pg = *sql_;
-    pg.Exec("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-            "WHERE active_pid IS NOT NULL");
-    EXPECT_TRUE(WaitUntil(
-        [&] {
-          return pg.Scalar("SELECT count(*) FROM pg_replication_slots WHERE active_pid IS NOT "
-                           "NULL") == std::optional<std::string>("0");
-        },
-        10s))
-        << "a replication slot stayed active";
-    pg.Exec("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots");
-    pg.Exec("DO $$ DECLARE r record; BEGIN "
-            "FOR r IN SELECT pubname FROM pg_publication LOOP "
-            "EXECUTE format('DROP PUBLICATION %I', r.pubname); END LOOP; END $$");
-    pg.Exec("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public");
   }
 
   std::string WriteConfig(int status_interval_ms, const std::string& sinks) {
@@ -669,16 +651,7 @@ class BrokerFaults : public ::testing::Test {
   // Starts `walbus run` and waits for its "streaming" line.
   bool StartWalbus(Child* child, const std::string& config, const std::string& tag,
                    milliseconds timeout = 30s) {
-    std::string out = dir_ + "/" + tag + ".out", err = dir_ + "/" + tag + ".err";
-    if (!child->Start({kWalbus, "run", "-c", config}, out, err)) return false;
-    bool streaming = WaitUntil(
-        [&] { return !child->Running() || Contains(ReadFile(err), "INFO streaming"); }, timeout);
-    if (!streaming || !child->Running()) {
-      ADD_FAILURE() << "walbus did not start streaming (" << tag << "); stderr:\n"
-                    << ReadFile(err);
-      return false;
-    }
-    return true;
+    return StartStreaming(child, config, dir_, tag, timeout);
   }
 
   // Waits until the slot's confirmed_flush_lsn reaches `target`.

@@ -3,10 +3,6 @@
 // prerequisites make `check` print FAIL and `run` exit 1 with one line naming
 // the cause and the fix; a held slot makes `run` stand by and take over; an
 // unreachable server makes `run` retry. The DSN password never shows.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-
 #include "tests/integration/harness.h"
 
 namespace walbus::itest {
@@ -71,6 +67,16 @@ TEST_F(CliErrors, UsageAndConfigErrorsExitTwo) {
     RunResult r = Cli({"frobnicate", "-c", "x.toml"}, "unknown_cmd");
     EXPECT_EQ(r.code, std::optional<int>(2)) << r.err;
     EXPECT_TRUE(Contains(r.err, "unknown command") && Contains(r.err, "frobnicate")) << r.err;
+  }
+  {
+    // Options of `backfill` only: another command rejects them.
+    RunResult r = Cli({"run", "-c", "x.toml", "--no-wait"}, "run_no_wait");
+    EXPECT_EQ(r.code, std::optional<int>(2)) << r.err;
+    EXPECT_TRUE(Contains(r.err, "walbus: --no-wait is an option of `backfill`")) << r.err;
+    EXPECT_TRUE(Contains(r.err, "usage: walbus")) << r.err;
+    RunResult c = Cli({"check", "-c", "x.toml", "--chunk-size=10"}, "check_chunk_size");
+    EXPECT_EQ(c.code, std::optional<int>(2)) << c.err;
+    EXPECT_TRUE(Contains(c.err, "walbus: --chunk-size is an option of `backfill`")) << c.err;
   }
   {
     RunResult r = Cli({}, "no_cmd");
@@ -323,20 +329,6 @@ TEST_F(CliErrors, SlotStatusAndDrop) {
   EXPECT_TRUE(Contains(gone.err, "st_slot")) << gone.err;
   RunResult gone_drop = Cli({"slot", "drop", "-c", cfg, "--yes"}, "drop_gone");
   EXPECT_EQ(gone_drop.code, std::optional<int>(1)) << gone_drop.err;
-}
-
-// True when nothing accepts connections on 127.0.0.1:port.
-bool PortClosed(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bool refused = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 &&
-                 errno == ECONNREFUSED;
-  close(fd);
-  return refused;
 }
 
 // A DSN pointing at a closed port: check FAILs; run retries until SIGTERM.

@@ -68,18 +68,7 @@ class HaTakeover : public ::testing::Test {
     dir_ = FreshDir(std::string(info->test_suite_name()) + "-" + info->name());
     sql_ = std::make_unique<Pg>(pg_->Dsn());
     ASSERT_TRUE(sql_->ok());
-    sql_->Exec("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-               "WHERE active_pid IS NOT NULL");
-    EXPECT_TRUE(WaitUntil(
-        [&] {
-          return sql_->Scalar("SELECT count(*) FROM pg_replication_slots WHERE active_pid IS "
-                              "NOT NULL") == std::optional<std::string>("0");
-        },
-        10s));
-    sql_->Exec("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots");
-    sql_->Exec("DO $$ DECLARE r record; BEGIN FOR r IN SELECT pubname FROM pg_publication "
-               "LOOP EXECUTE format('DROP PUBLICATION %I', r.pubname); END LOOP; END $$");
-    sql_->Exec("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public");
+    ResetDatabase(*sql_);
   }
 
   Pg& sql() { return *sql_; }

@@ -13,12 +13,16 @@
 // returns an empty/false value; the caller ASSERTs on that value.
 #pragma once
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <libpq-fe.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -38,6 +42,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -147,6 +152,58 @@ inline ShellResult Shell(const std::string& cmd) {
   int st = pclose(p);
   r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   return r;
+}
+
+// --- loopback TCP ----------------------------------------------------------
+
+// 127.0.0.1:port (INADDR_ANY:port with `any`).
+inline sockaddr_in LocalAddress(int port, bool any = false) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(any ? INADDR_ANY : INADDR_LOOPBACK);
+  return a;
+}
+
+// True when nothing accepts connections on 127.0.0.1:port.
+inline bool PortClosed(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_in a = LocalAddress(port);
+  bool refused =
+      ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 && errno == ECONNREFUSED;
+  ::close(fd);
+  return refused;
+}
+
+// GET `path` from 127.0.0.1:port over HTTP/1.0 (the server closes): the whole
+// reply, status line and head included; "" when nothing answers. Each read
+// waits at most `timeout`.
+inline std::string HttpGetReply(int port, const std::string& path, milliseconds timeout = 5s) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return "";
+  timeval tv{static_cast<time_t>(timeout.count() / 1000),
+             static_cast<suseconds_t>((timeout.count() % 1000) * 1000)};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in a = LocalAddress(port);
+  std::string reply;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+    std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size())) {
+      char buf[8192];
+      ssize_t n;
+      while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) reply.append(buf, static_cast<size_t>(n));
+    }
+  }
+  ::close(fd);
+  return reply;
+}
+
+// The body of HttpGetReply(); "" when there is no complete head.
+inline std::string HttpGet(int port, const std::string& path, milliseconds timeout = 5s) {
+  std::string reply = HttpGetReply(port, path, timeout);
+  size_t body = reply.find("\r\n\r\n");
+  return body == std::string::npos ? "" : reply.substr(body + 4);
 }
 
 // --- LSNs ----------------------------------------------------------------
@@ -364,6 +421,25 @@ class FileLock {
   int fd_ = -1;
 };
 
+// What every fixture does before a test: ends the walsenders, drops every
+// replication slot and publication and empties the public schema.
+inline void ResetDatabase(Pg& pg) {
+  pg.Exec("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+          "WHERE active_pid IS NOT NULL");
+  bool idle = WaitUntil(
+      [&] {
+        return pg.Scalar("SELECT count(*) FROM pg_replication_slots WHERE active_pid IS NOT "
+                         "NULL") == std::optional<std::string>("0");
+      },
+      10s);
+  EXPECT_TRUE(idle) << "a replication slot stayed active";
+  pg.Exec("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots");
+  pg.Exec("DO $$ DECLARE r record; BEGIN "
+          "FOR r IN SELECT pubname FROM pg_publication LOOP "
+          "EXECUTE format('DROP PUBLICATION %I', r.pubname); END LOOP; END $$");
+  pg.Exec("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public");
+}
+
 // --- child processes ----------------------------------------------------
 
 // Environment changes for a child: a value sets NAME, nullopt removes it.
@@ -522,6 +598,55 @@ inline RunResult RunWalbus(const std::vector<std::string>& args, const std::stri
   return r;
 }
 
+// Runs walbus with `args` (stdout and stderr in dir/TAG.out|err) until
+// `ready(stderr text)` holds (at most `wait`), then `between(child)`, then
+// SIGTERM: the exit code (nullopt when it did not stop within 20 s) and both
+// outputs. When `ready` never held, or walbus exited before, the failure
+// recorded reads "TAG: <not_ready>:" and the stderr.
+template <class Ready, class Between>
+RunResult RunWalbusThenStop(const std::vector<std::string>& args, const std::string& dir,
+                            const std::string& tag, const EnvChanges& env, Ready ready,
+                            const std::string& not_ready, milliseconds wait, Between between) {
+  std::vector<std::string> argv{kWalbus};
+  argv.insert(argv.end(), args.begin(), args.end());
+  Child c;
+  RunResult r;
+  if (!c.Start(argv, dir + "/" + tag + ".out", dir + "/" + tag + ".err", env)) return r;
+  bool seen = WaitUntil([&] { return !c.Running() || ready(c.err()); }, wait);
+  EXPECT_TRUE(seen && c.Running()) << tag << ": " << not_ready << ":\n" << c.err();
+  if (seen && c.Running()) between(c);
+  c.Signal(SIGTERM);
+  r.code = c.Wait(20s);
+  c.Kill();
+  r.out = c.out();
+  r.err = c.err();
+  return r;
+}
+
+// Starts `walbus run -c config` (stdout and stderr in dir/TAG.out|err) and
+// waits (at most `timeout`) for its "streaming" log line. Returns false, with
+// a failure naming `tag` and the stderr, if it did not get there.
+inline bool StartStreaming(Child* child, const std::string& config, const std::string& dir,
+                           const std::string& tag, milliseconds timeout = 20s,
+                           const EnvChanges& env = {}) {
+  std::string out = dir + "/" + tag + ".out", err = dir + "/" + tag + ".err";
+  if (!child->Start({kWalbus, "run", "-c", config}, out, err, env)) return false;
+  bool streaming = WaitUntil(
+      [&] { return !child->Running() || Contains(ReadFile(err), "INFO streaming"); }, timeout);
+  if (!streaming || !child->Running()) {
+    ADD_FAILURE() << "walbus did not start streaming (" << tag << "); stderr:\n"
+                  << ReadFile(err);
+    return false;
+  }
+  return true;
+}
+
+// SIGTERM, then the exit code (nullopt when it did not stop in time).
+inline std::optional<int> StopChild(Child* child, milliseconds timeout = 20s) {
+  if (!child->Signal(SIGTERM)) return child->Wait(0ms);
+  return child->Wait(timeout);
+}
+
 // --- envelopes -------------------------------------------------------------
 
 inline std::string ToJson(const rapidjson::Value& v) {
@@ -662,24 +787,6 @@ class PgFixture : public ::testing::Test {
     // next SetUp's reset.
   }
 
-  // Drops every slot and publication and empties the public schema.
-  static void ResetDatabase(Pg& pg) {
-    pg.Exec("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-            "WHERE active_pid IS NOT NULL");
-    bool idle = WaitUntil(
-        [&] {
-          return pg.Scalar("SELECT count(*) FROM pg_replication_slots WHERE active_pid IS NOT "
-                           "NULL") == std::optional<std::string>("0");
-        },
-        10s);
-    EXPECT_TRUE(idle) << "a replication slot stayed active";
-    pg.Exec("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots");
-    pg.Exec("DO $$ DECLARE r record; BEGIN "
-            "FOR r IN SELECT pubname FROM pg_publication LOOP "
-            "EXECUTE format('DROP PUBLICATION %I', r.pubname); END LOOP; END $$");
-    pg.Exec("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public");
-  }
-
   Pg& sql() { return *sql_; }
   const std::string& dir() const { return dir_; }
   const std::string& dsn() const { return dsn_; }
@@ -710,16 +817,7 @@ class PgFixture : public ::testing::Test {
   // "streaming" log line. Returns false if it did not get there.
   bool StartRun(Child* child, const std::string& config, const std::string& tag,
                 milliseconds timeout = 20s, const EnvChanges& env = {}) {
-    std::string out = dir_ + "/" + tag + ".out", err = dir_ + "/" + tag + ".err";
-    if (!child->Start({kWalbus, "run", "-c", config}, out, err, env)) return false;
-    bool streaming = WaitUntil(
-        [&] { return !child->Running() || Contains(ReadFile(err), "INFO streaming"); }, timeout);
-    if (!streaming || !child->Running()) {
-      ADD_FAILURE() << "walbus did not start streaming (" << tag << "); stderr:\n"
-                    << ReadFile(err);
-      return false;
-    }
-    return true;
+    return StartStreaming(child, config, dir_, tag, timeout, env);
   }
 
   // Waits until `path` holds at least `n` lines; returns them parsed.
@@ -735,8 +833,7 @@ class PgFixture : public ::testing::Test {
 
   // SIGTERM, then the exit code (nullopt when it did not stop in time).
   std::optional<int> Stop(Child* child, milliseconds timeout = 20s) {
-    if (!child->Signal(SIGTERM)) return child->Wait(0ms);
-    return child->Wait(timeout);
+    return StopChild(child, timeout);
   }
 
  private:
@@ -770,6 +867,41 @@ inline long ProcStatusKb(pid_t pid, const std::string& field = "VmRSS") {
     }
   }
   return -1;
+}
+
+// "local_address" (hex ip:port as in /proc/net/tcp*) of every TCP socket in
+// LISTEN state that process `pid` holds.
+inline std::vector<std::string> ListeningAddresses(pid_t pid) {
+  std::set<std::string> inodes;
+  std::error_code ec;
+  for (const auto& e :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
+    std::string target = std::filesystem::read_symlink(e.path(), ec).string();
+    if (!ec && target.rfind("socket:[", 0) == 0) {
+      inodes.insert(target.substr(8, target.size() - 9));
+    }
+  }
+  std::vector<std::string> out;
+  for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+    std::ifstream in(table);
+    std::string line;
+    std::getline(in, line);  // header
+    while (std::getline(in, line)) {
+      std::istringstream f(line);
+      std::string sl, local, remote, st, queues, tr, retr, uid, timeout, inode;
+      f >> sl >> local >> remote >> st >> queues >> tr >> retr >> uid >> timeout >> inode;
+      if (st == "0A" && inodes.count(inode) != 0) out.push_back(local);
+    }
+  }
+  return out;
+}
+
+// A local address as /proc/net/tcp writes it: hex IP (e.g. "0100007F" for
+// 127.0.0.1) and port.
+inline std::string ProcAddress(const char* hex_ip, int port) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%s:%04X", hex_ip, port);
+  return buf;
 }
 
 // --- brokers-e2e / refusal helpers ------------------------------------------
@@ -1076,25 +1208,7 @@ class PgFixtureOnPort : public ::testing::Test {
     dsn_ = server_->Dsn();
     sql_ = std::make_unique<Pg>(dsn_);
     ASSERT_TRUE(sql_->ok());
-    Reset(*sql_);
-  }
-
-  // Drops every slot and publication and empties the public schema.
-  static void Reset(Pg& pg) {
-    pg.Exec("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-            "WHERE active_pid IS NOT NULL");
-    bool idle = WaitUntil(
-        [&] {
-          return pg.Scalar("SELECT count(*) FROM pg_replication_slots WHERE active_pid IS NOT "
-                           "NULL") == std::optional<std::string>("0");
-        },
-        10s);
-    EXPECT_TRUE(idle) << "a replication slot stayed active";
-    pg.Exec("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots");
-    pg.Exec("DO $$ DECLARE r record; BEGIN "
-            "FOR r IN SELECT pubname FROM pg_publication LOOP "
-            "EXECUTE format('DROP PUBLICATION %I', r.pubname); END LOOP; END $$");
-    pg.Exec("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public");
+    ResetDatabase(*sql_);
   }
 
   Pg& sql() { return *sql_; }
@@ -1105,22 +1219,12 @@ class PgFixtureOnPort : public ::testing::Test {
   // for its "streaming" log line.
   bool StartRun(Child* child, const std::string& config, const std::string& tag,
                 milliseconds timeout = 20s) {
-    std::string out = dir_ + "/" + tag + ".out", err = dir_ + "/" + tag + ".err";
-    if (!child->Start({kWalbus, "run", "-c", config}, out, err)) return false;
-    bool streaming = WaitUntil(
-        [&] { return !child->Running() || Contains(ReadFile(err), "INFO streaming"); }, timeout);
-    if (!streaming || !child->Running()) {
-      ADD_FAILURE() << "walbus did not start streaming (" << tag << "); stderr:\n"
-                    << ReadFile(err);
-      return false;
-    }
-    return true;
+    return StartStreaming(child, config, dir_, tag, timeout);
   }
 
   // SIGTERM, then the exit code (nullopt when it did not stop in time).
   std::optional<int> Stop(Child* child, milliseconds timeout = 20s) {
-    if (!child->Signal(SIGTERM)) return child->Wait(0ms);
-    return child->Wait(timeout);
+    return StopChild(child, timeout);
   }
 
  private:

@@ -66,18 +66,7 @@ class Logs : public ::testing::Test {
     dir_ = FreshDir(std::string(info->test_suite_name()) + "-" + info->name());
     sql_ = std::make_unique<Pg>(pg_->Dsn());
     ASSERT_TRUE(sql_->ok());
-    sql_->Exec("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-               "WHERE active_pid IS NOT NULL");
-    EXPECT_TRUE(WaitUntil(
-        [&] {
-          return sql_->Scalar("SELECT count(*) FROM pg_replication_slots WHERE active_pid IS "
-                              "NOT NULL") == std::optional<std::string>("0");
-        },
-        10s));
-    sql_->Exec("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots");
-    sql_->Exec("DO $$ DECLARE r record; BEGIN FOR r IN SELECT pubname FROM pg_publication "
-               "LOOP EXECUTE format('DROP PUBLICATION %I', r.pubname); END LOOP; END $$");
-    sql_->Exec("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public");
+    ResetDatabase(*sql_);
     ASSERT_TRUE(sql_->Exec("CREATE TABLE t (id int PRIMARY KEY, v text)"));
   }
 
@@ -113,20 +102,9 @@ class Logs : public ::testing::Test {
   RunResult RunThenStop(const std::vector<std::string>& args, const std::string& tag,
                         const std::string& marker, Between between, milliseconds wait = 15s,
                         const EnvChanges& env = {}) {
-    std::vector<std::string> argv{kWalbus};
-    argv.insert(argv.end(), args.begin(), args.end());
-    Child c;
-    RunResult r;
-    if (!c.Start(argv, dir_ + "/" + tag + ".out", dir_ + "/" + tag + ".err", env)) return r;
-    bool seen = WaitUntil([&] { return !c.Running() || Contains(c.err(), marker); }, wait);
-    EXPECT_TRUE(seen && c.Running()) << tag << ": no '" << marker << "' in stderr:\n" << c.err();
-    if (seen && c.Running()) between(c);
-    c.Signal(SIGTERM);
-    r.code = c.Wait(20s);
-    c.Kill();
-    r.out = c.out();
-    r.err = c.err();
-    return r;
+    return RunWalbusThenStop(
+        args, dir_, tag, env, [&](const std::string& err) { return Contains(err, marker); },
+        "no '" + marker + "' in stderr", wait, between);
   }
   RunResult RunThenStop(const std::vector<std::string>& args, const std::string& tag,
                         const std::string& marker, milliseconds wait = 15s,

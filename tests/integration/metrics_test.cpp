@@ -183,39 +183,8 @@ std::optional<Scrape> ScrapeMetrics(int port) {
 
 // --- listening sockets of a process ------------------------------------------
 
-// "local_address" (hex ip:port as in /proc/net/tcp*) of every TCP socket in
-// LISTEN state that process `pid` holds.
-std::vector<std::string> ListeningAddresses(pid_t pid) {
-  std::set<std::string> inodes;
-  std::error_code ec;
-  for (const auto& e :
-       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
-    std::string target = std::filesystem::read_symlink(e.path(), ec).string();
-    if (!ec && target.rfind("socket:[", 0) == 0) {
-      inodes.insert(target.substr(8, target.size() - 9));
-    }
-  }
-  std::vector<std::string> out;
-  for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
-    std::ifstream in(table);
-    std::string line;
-    std::getline(in, line);  // header
-    while (std::getline(in, line)) {
-      std::istringstream f(line);
-      std::string sl, local, remote, st, queues, tr, retr, uid, timeout, inode;
-      f >> sl >> local >> remote >> st >> queues >> tr >> retr >> uid >> timeout >> inode;
-      if (st == "0A" && inodes.count(inode) != 0) out.push_back(local);
-    }
-  }
-  return out;
-}
-
 // 127.0.0.1:port as /proc/net/tcp writes it.
-std::string ProcLoopback(int port) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "0100007F:%04X", port);
-  return buf;
-}
+std::string ProcLoopback(int port) { return ProcAddress("0100007F", port); }
 
 // --- the fixture --------------------------------------------------------------
 
@@ -521,7 +490,6 @@ TEST_F(Metrics, HttpEdges) {
         bridge::MetricsSnapshot s;
         s.version = "test";
         s.state = bridge::PipelineStats::kStreaming;
-        s.role = 1;
         return s;
       },
       1000);

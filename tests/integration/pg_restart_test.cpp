@@ -186,20 +186,7 @@ class PgRestart : public ::testing::Test {
     Reconnect();
     ASSERT_TRUE(sql_->ok());
     Pg& pg = *sql_;
-    pg.Exec("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-            "WHERE active_pid IS NOT NULL");
-    bool idle = WaitUntil(
-        [&] {
-          return pg.Scalar("SELECT count(*) FROM pg_replication_slots WHERE active_pid IS NOT "
-                           "NULL") == std::optional<std::string>("0");
-        },
-        10s);
-    EXPECT_TRUE(idle) << "a replication slot stayed active";
-    pg.Exec("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots");
-    pg.Exec("DO $$ DECLARE r record; BEGIN "
-            "FOR r IN SELECT pubname FROM pg_publication LOOP "
-            "EXECUTE format('DROP PUBLICATION %I', r.pubname); END LOOP; END $$");
-    pg.Exec("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public");
+    ResetDatabase(pg);
     ASSERT_TRUE(pg.Exec("CREATE TABLE load (id int PRIMARY KEY, payload text NOT NULL)"));
   }
 
@@ -232,15 +219,7 @@ class PgRestart : public ::testing::Test {
 
   // Starts `walbus run -c config` and waits for its "streaming" log line.
   bool StartRun(Child* child, const std::string& config) {
-    std::string out = dir_ + "/run.out", err = dir_ + "/run.err";
-    if (!child->Start({kWalbus, "run", "-c", config}, out, err)) return false;
-    bool streaming = WaitUntil(
-        [&] { return !child->Running() || Contains(ReadFile(err), "INFO streaming"); }, 20s);
-    if (!streaming || !child->Running()) {
-      ADD_FAILURE() << "walbus did not start streaming; stderr:\n" << ReadFile(err);
-      return false;
-    }
-    return true;
+    return StartStreaming(child, config, dir_, "run");
   }
 
   // Waits until walbus streams from `slot` again: its stderr has more than

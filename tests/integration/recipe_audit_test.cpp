@@ -3,10 +3,6 @@
 // create-stream), and audit.py who-changed answering "who changed row X,
 // when, from what to what" — with walbus killed (-9) and restarted in the
 // middle, which must neither lose nor duplicate an entry.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-
 #include "recipe_support.h"
 
 namespace walbus::itest::recipes {
@@ -14,30 +10,6 @@ namespace {
 
 constexpr int kNatsPort = 56210;
 constexpr int kNatsHttpPort = 56211;
-
-// GET http://127.0.0.1:port/path with a plain socket; the body, "" on failure.
-std::string HttpGet(int port, const std::string& path) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return "";
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  timeval tv{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  std::string resp;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
-    std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    if (::write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size())) {
-      char buf[8192];
-      ssize_t n;
-      while ((n = ::read(fd, buf, sizeof buf)) > 0) resp.append(buf, static_cast<size_t>(n));
-    }
-  }
-  ::close(fd);
-  size_t body = resp.find("\r\n\r\n");
-  return body == std::string::npos ? "" : resp.substr(body + 4);
-}
 
 // The AUDIT stream's entry in the server's /jsz report (config and state).
 bool StreamDetail(rapidjson::Document* jsz, const rapidjson::Value** detail) {

@@ -71,15 +71,7 @@ inline bool FreshShop(Pg& admin, int port, const std::string& recipe) {
 inline bool StartRecipeWalbus(Child* child, const std::string& config, const EnvChanges& env,
                               const std::string& dir, const std::string& tag,
                               milliseconds timeout = 30s) {
-  std::string out = dir + "/" + tag + ".out", err = dir + "/" + tag + ".err";
-  if (!child->Start({kWalbus, "run", "-c", config}, out, err, env)) return false;
-  bool streaming = WaitUntil(
-      [&] { return !child->Running() || Contains(ReadFile(err), "INFO streaming"); }, timeout);
-  if (!streaming || !child->Running()) {
-    ADD_FAILURE() << "walbus did not start streaming (" << tag << "); stderr:\n" << ReadFile(err);
-    return false;
-  }
-  return true;
+  return StartStreaming(child, config, dir, tag, timeout, env);
 }
 
 // Parses `text` as JSON into *doc; records a failure naming `what` when it is not.

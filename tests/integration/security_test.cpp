@@ -58,55 +58,9 @@ std::string OneErrorLine(const std::string& err, const std::string& tag) {
   return lines.empty() ? std::string() : lines[0];
 }
 
-// Local addresses (as /proc/net/tcp{,6} write them) that `pid` listens on.
-std::vector<std::string> ListeningAddresses(pid_t pid) {
-  std::set<std::string> inodes;
-  std::error_code ec;
-  for (const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
-    std::string target = std::filesystem::read_symlink(e.path(), ec).string();
-    if (!ec && target.rfind("socket:[", 0) == 0) inodes.insert(target.substr(8, target.size() - 9));
-  }
-  std::vector<std::string> out;
-  for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
-    std::ifstream in(table);
-    std::string line;
-    std::getline(in, line);
-    while (std::getline(in, line)) {
-      std::istringstream f(line);
-      std::string sl, local, remote, st, queues, tr, retr, uid, timeout, inode;
-      f >> sl >> local >> remote >> st >> queues >> tr >> retr >> uid >> timeout >> inode;
-      if (st == "0A" && inodes.count(inode) != 0) out.push_back(local);
-    }
-  }
-  return out;
-}
-
-std::string ProcAddress(const char* hex_ip, int port) {
-  char buf[40];
-  std::snprintf(buf, sizeof buf, "%s:%04X", hex_ip, port);
-  return buf;
-}
-
 // GET `path` from 127.0.0.1:port; the status line, or "" when nothing answers.
 std::string HttpStatusLine(int port, const std::string& path) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return "";
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  timeval tv{5, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  std::string reply;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
-    std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    if (::write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size())) {
-      char buf[1024];
-      ssize_t n;
-      while ((n = ::read(fd, buf, sizeof buf)) > 0) reply.append(buf, static_cast<size_t>(n));
-    }
-  }
-  ::close(fd);
+  std::string reply = HttpGetReply(port, path);
   return reply.substr(0, reply.find("\r\n"));
 }
 
@@ -114,10 +68,7 @@ std::string HttpStatusLine(int port, const std::string& path) {
 bool PortFree(int port) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return false;
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_ANY);
+  sockaddr_in a = LocalAddress(port, /*any=*/true);
   bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
   ::close(fd);
   return ok;
@@ -154,19 +105,8 @@ class Security : public ::testing::Test {
     sql_ = std::make_unique<Pg>(AdminDsn());
     ASSERT_TRUE(sql_->ok());
     Pg& pg = *sql_;
-    pg.Exec("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-            "WHERE active_pid IS NOT NULL");
-    EXPECT_TRUE(WaitUntil(
-        [&] {
-          return pg.Scalar("SELECT count(*) FROM pg_replication_slots WHERE active_pid IS NOT "
-                           "NULL") == std::optional<std::string>("0");
-        },
-        10s));
-    pg.Exec("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots");
-    pg.Exec("DO $$ DECLARE r record; BEGIN FOR r IN SELECT pubname FROM pg_publication "
-            "LOOP EXECUTE format('DROP PUBLICATION %I', r.pubname); END LOOP; END $$");
-    pg.Exec("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public; "
-            "DROP SCHEMA IF EXISTS walbus CASCADE");
+    ResetDatabase(pg);
+    pg.Exec("DROP SCHEMA IF EXISTS walbus CASCADE");
     ASSERT_TRUE(pg.Exec("CREATE TABLE t (id int PRIMARY KEY, v text)"));
     // No password source but the ones a test gives: HOME without .pgpass,
     // PGPASSFILE to a missing file, no PGPASSWORD.
@@ -208,27 +148,12 @@ class Security : public ::testing::Test {
   template <class Between>
   RunResult RunStreaming(const std::vector<std::string>& pre, const std::string& cfg,
                          const std::string& tag, const EnvChanges& env, Between between) {
-    std::vector<std::string> argv{kWalbus};
-    argv.insert(argv.end(), pre.begin(), pre.end());
-    argv.insert(argv.end(), {"run", "-c", cfg});
-    Child c;
-    RunResult r;
-    if (!c.Start(argv, dir_ + "/" + tag + ".out", dir_ + "/" + tag + ".err", env)) return r;
-    bool streaming = WaitUntil(
-        [&] {
-          std::string e = c.err();
-          return !c.Running() || Contains(e, "INFO streaming") ||
-                 Contains(e, "\"msg\":\"streaming\"");
-        },
-        30s);
-    EXPECT_TRUE(streaming && c.Running()) << tag << ": not streaming:\n" << c.err();
-    if (streaming && c.Running()) between(c);
-    c.Signal(SIGTERM);
-    r.code = c.Wait(20s);
-    c.Kill();
-    r.out = c.out();
-    r.err = c.err();
-    return r;
+    std::vector<std::string> args = pre;
+    args.insert(args.end(), {"run", "-c", cfg});
+    auto streaming = [](const std::string& err) {
+      return Contains(err, "INFO streaming") || Contains(err, "\"msg\":\"streaming\"");
+    };
+    return RunWalbusThenStop(args, dir_, tag, env, streaming, "not streaming", 30s, between);
   }
 
   Pg& sql() { return *sql_; }
@@ -385,6 +310,14 @@ TEST_F(Security, LeastPrivilegeRoleRunsAndMissingGrantsAreOneLine) {
   EXPECT_EQ(events[1].table, "public.orders");
   EXPECT_EQ(LinesWith(run.err, " ERROR ").size(), 0u) << run.err;
   EXPECT_FALSE(Contains(run.out + run.err, kLpPassword));
+
+  // A backfill request as the same role: schema walbus is its own (the script
+  // made it), so no CREATE on the database is needed.
+  RunResult bf = RunWalbus({"backfill", "-c", cfg, "--no-wait", "public.orders"}, dir(),
+                           "backfill_lp", 30s, env);
+  EXPECT_EQ(bf.code, std::optional<int>(0)) << bf.out << bf.err;
+  EXPECT_EQ(sql().Scalar("SELECT count(*)::text FROM walbus.backfill"),
+            std::optional<std::string>("1"));
 
   auto fresh_slot = [&] {
     sql().Exec("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots");

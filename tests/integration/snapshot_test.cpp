@@ -24,10 +24,7 @@
 // Also: walbus's own schema is never published even by FOR ALL TABLES; the
 // progress log line and walbus_snapshot_rows_total{table}; a slot that
 // already exists is just streamed; the privilege errors name their fix.
-#include <arpa/inet.h>
 #include <hiredis/hiredis.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 
 #include <atomic>
 #include <algorithm>
@@ -329,28 +326,6 @@ std::vector<std::string> RedisKeys(int port) {
   return keys;
 }
 
-// --- HTTP --------------------------------------------------------------------
-
-std::string HttpGet(int port, const std::string& path) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return "";
-  struct sockaddr_in a = {};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string out;
-  if (::connect(fd, reinterpret_cast<struct sockaddr*>(&a), sizeof a) == 0) {
-    std::string req = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size())) {
-      char buf[8192];
-      ssize_t n;
-      while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) out.append(buf, static_cast<size_t>(n));
-    }
-  }
-  ::close(fd);
-  return out;
-}
-
 // --- concurrent changes ------------------------------------------------------
 
 // Small transactions of inserts, updates and deletes on all three tables,
@@ -543,6 +518,20 @@ class Snapshot : public PgFixtureOnPort<56000> {
     return true;
   }
 
+  // Launch(), then WaitPartlyDone(table).
+  bool LaunchUntilPartlyDone(Child* c, const std::string& cfg, const std::string& tag,
+                             const std::string& table) {
+    return Launch(c, cfg, tag) && WaitPartlyDone(table, c, tag);
+  }
+
+  // Launch(), WaitStreaming() (the snapshot completes), then Settle(); false
+  // when walbus did not start or reach streaming.
+  bool FinishAndSettle(Churn* churn, Child* c, const std::string& cfg, const std::string& tag) {
+    if (!Launch(c, cfg, tag) || !WaitStreaming(c, tag)) return false;
+    Settle(churn, c, tag);
+    return true;
+  }
+
   // Rebuilds the tables from Redis and checks them.
   void CheckRedis(const Truth& truth, const std::string& what) {
     Model m;
@@ -638,8 +627,7 @@ TEST_F(Snapshot, KillNineMidTableThenRestartCompletesIt) {
   churn.Start();
   std::string cfg = Config("c");
   Child run0;
-  ASSERT_TRUE(Launch(&run0, cfg, "run0"));
-  ASSERT_TRUE(WaitPartlyDone("orders", &run0, "run0"));
+  ASSERT_TRUE(LaunchUntilPartlyDone(&run0, cfg, "run0", "orders"));
   ASSERT_TRUE(run0.Signal(SIGKILL));
   EXPECT_EQ(run0.Wait(10s), std::optional<int>(128 + SIGKILL));
   std::optional<std::string> before = sql().Scalar(
@@ -648,9 +636,7 @@ TEST_F(Snapshot, KillNineMidTableThenRestartCompletesIt) {
   std::this_thread::sleep_for(300ms);  // more changes while nothing runs
 
   Child run1;
-  ASSERT_TRUE(Launch(&run1, cfg, "run1"));
-  ASSERT_TRUE(WaitStreaming(&run1, "run1"));
-  Settle(&churn, &run1, "run1");
+  ASSERT_TRUE(FinishAndSettle(&churn, &run1, cfg, "run1"));
   std::string err1 = ReadFile(Err("run1"));
   EXPECT_TRUE(Contains(err1, "snapshot=new")) << err1;
   EXPECT_TRUE(Contains(err1, "table=public.orders how=resume")) << err1;
@@ -704,8 +690,7 @@ TEST_F(Snapshot, SigtermMidTableStopsCleanlyAndTheRestartContinuesExactly) {
   churn.Start();
   std::string cfg = Config("c");
   Child run0;
-  ASSERT_TRUE(Launch(&run0, cfg, "run0"));
-  ASSERT_TRUE(WaitPartlyDone("orders", &run0, "run0"));
+  ASSERT_TRUE(LaunchUntilPartlyDone(&run0, cfg, "run0", "orders"));
   EXPECT_EQ(Stop(&run0), std::optional<int>(0)) << ReadFile(Err("run0"));
   std::string err0 = ReadFile(Err("run0"));
   EXPECT_TRUE(Contains(err0, "initial snapshot stopped")) << err0;
@@ -713,9 +698,7 @@ TEST_F(Snapshot, SigtermMidTableStopsCleanlyAndTheRestartContinuesExactly) {
   EXPECT_EQ(sql().SlotActivePid(kSlot), std::optional<int>(0)) << "slot still active";
 
   Child run1;
-  ASSERT_TRUE(Launch(&run1, cfg, "run1"));
-  ASSERT_TRUE(WaitStreaming(&run1, "run1"));
-  Settle(&churn, &run1, "run1");
+  ASSERT_TRUE(FinishAndSettle(&churn, &run1, cfg, "run1"));
 
   Model m;
   std::set<int64_t> numbers;
@@ -761,8 +744,7 @@ TEST_F(Snapshot, ABrokerOutageMidTableContinuesUnderTheSameSnapshot) {
   Churn churn(dsn());
   churn.Start();
   Child run;
-  ASSERT_TRUE(Launch(&run, Config("c"), "run"));
-  ASSERT_TRUE(WaitPartlyDone("orders", &run, "run"));
+  ASSERT_TRUE(LaunchUntilPartlyDone(&run, Config("c"), "run", "orders"));
   redis_->Stop();
   std::this_thread::sleep_for(1500ms);
   ASSERT_TRUE(redis_->Start(/*fresh=*/false));
@@ -809,15 +791,12 @@ TEST_F(Snapshot, KillNineInATableWithoutKeyStartsItOverBehindATruncate) {
   churn.Start();
   std::string cfg = Config("c");
   Child run0;
-  ASSERT_TRUE(Launch(&run0, cfg, "run0"));
-  ASSERT_TRUE(WaitPartlyDone("tail_log", &run0, "run0"));
+  ASSERT_TRUE(LaunchUntilPartlyDone(&run0, cfg, "run0", "tail_log"));
   ASSERT_TRUE(run0.Signal(SIGKILL));
   EXPECT_EQ(run0.Wait(10s), std::optional<int>(128 + SIGKILL));
   std::this_thread::sleep_for(300ms);
   Child run1;
-  ASSERT_TRUE(Launch(&run1, cfg, "run1"));
-  ASSERT_TRUE(WaitStreaming(&run1, "run1"));
-  Settle(&churn, &run1, "run1");
+  ASSERT_TRUE(FinishAndSettle(&churn, &run1, cfg, "run1"));
   EXPECT_TRUE(Contains(ReadFile(Err("run1")), "table=public.tail_log how=restart"));
   Rows p = sql().Query("SELECT starts, resumes, done, read_snapshot IS NOT NULL FROM "
                        "walbus.snapshot_progress WHERE table_name = 'tail_log'");
@@ -845,7 +824,7 @@ TEST_F(Snapshot, ProgressLogAndRowsMetricMatchTheTables) {
   Child run;
   ASSERT_TRUE(Launch(&run, Config("c", /*redis=*/false, /*metrics=*/true), "run"));
   ASSERT_TRUE(WaitStreaming(&run, "run", 60s));
-  std::string metrics = HttpGet(kMetricsPort, "/metrics");
+  std::string metrics = HttpGetReply(kMetricsPort, "/metrics");
   EXPECT_EQ(Stop(&run), std::optional<int>(0));
   std::map<std::string, long long> want;
   for (const char* t : {"orders", "items", "tail_log", "empty_one"}) {
@@ -908,8 +887,9 @@ TEST_F(Snapshot, PrivilegeErrorsNameTheFixAndTheSnapshotCompletesOnceGranted) {
   std::vector<std::string> errors = LinesWith(r.err, "ERROR");
   ASSERT_EQ(errors.size(), 1u) << r.err;
   EXPECT_TRUE(Contains(errors[0], "cannot create schema walbus")) << errors[0];
-  EXPECT_TRUE(Contains(errors[0], "GRANT CREATE ON DATABASE \"postgres\" TO snapuser")) << errors[0];
-  EXPECT_TRUE(Contains(errors[0], "CREATE SCHEMA walbus AUTHORIZATION snapuser")) << errors[0];
+  EXPECT_TRUE(Contains(errors[0], "GRANT CREATE ON DATABASE \"postgres\" TO \"snapuser\""))
+      << errors[0];
+  EXPECT_TRUE(Contains(errors[0], "CREATE SCHEMA walbus AUTHORIZATION \"snapuser\"")) << errors[0];
   EXPECT_FALSE(sql().SlotExists(kSlot));
 
   // A pre-created schema, but no SELECT on the table.

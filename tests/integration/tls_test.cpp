@@ -284,24 +284,8 @@ class Tls : public ::testing::Test {
     dir_ = FreshDir(std::string("sec-") + info->test_suite_name() + "-" + info->name());
     sql_ = std::make_unique<Pg>(AdminDsn());
     ASSERT_TRUE(sql_->ok());
-    ResetDatabase();
+    ResetDatabase(*sql_);
     ASSERT_TRUE(sql_->Exec("CREATE TABLE t (id int PRIMARY KEY, v text)"));
-  }
-
-  void ResetDatabase() {
-    Pg& pg = *sql_;
-    pg.Exec("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-            "WHERE active_pid IS NOT NULL");
-    EXPECT_TRUE(WaitUntil(
-        [&] {
-          return pg.Scalar("SELECT count(*) FROM pg_replication_slots WHERE active_pid IS NOT "
-                           "NULL") == std::optional<std::string>("0");
-        },
-        10s));
-    pg.Exec("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots");
-    pg.Exec("DO $$ DECLARE r record; BEGIN FOR r IN SELECT pubname FROM pg_publication "
-            "LOOP EXECUTE format('DROP PUBLICATION %I', r.pubname); END LOOP; END $$");
-    pg.Exec("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public");
   }
 
   // A configuration file (mode 0600) with `dsn` and the given [[sink]] tables.

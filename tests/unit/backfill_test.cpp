@@ -75,6 +75,16 @@ TEST(EncodeKey, KeepsPartsApart) {
   EXPECT_EQ(EncodeKey({std::string("a\0b", 3)}).size(), 4u + 3u);
 }
 
+TEST(EncodeKey, FromARowMatchesTheValues) {
+  const pgwire::Column cols[] = {{pgwire::ColumnKind::kText, "x"},
+                                 {pgwire::ColumnKind::kText, "payload"},
+                                 {pgwire::ColumnKind::kText, "1"}};
+  const pgwire::Tuple row(cols, 3);
+  EXPECT_EQ(EncodeKey(row, {2, 0}), EncodeKey({"1", "x"}));
+  EXPECT_NE(EncodeKey(row, {0, 2}), EncodeKey({"1", "x"}));
+  EXPECT_EQ(EncodeKey(row, {}), EncodeKey(std::vector<std::string>{}));
+}
+
 TEST(ChunkRows, KeepsRowsAfterTheSourceIsGone) {
   ChunkRows rows(3);
   {

@@ -97,7 +97,6 @@ MetricsSnapshot Example() {
   s.now_us = 10'250'000;
   s.pg_reconnects = 2;
   s.retained_wal_bytes = 4096;
-  s.role = 1;
   s.state = PipelineStats::kStreaming;
   SinkMetrics out = Sink("out");
   out.events[static_cast<size_t>(Op::kInsert)] = 7;
@@ -266,21 +265,22 @@ TEST(MetricsFormat, EventSeriesPerSinkAndOp) {
 
 TEST(MetricsFormat, RoleAndLsnValues) {
   struct Case {
-    int role;
+    int state;
     uint64_t lsn;
     const char* role_line;
     const char* lsn_line;
   };
   const Case cases[] = {
-      {1, 0, "walbus_role 1\n", "walbus_confirmed_lsn 0\n"},
-      {0, 0x16B3748, "walbus_role 0\n", "walbus_confirmed_lsn 23803720\n"},
-      // Any other value is "not streaming".
-      {2, 0xFFFFFFFF'FFFFFFFFull, "walbus_role 0\n",
+      {PipelineStats::kStreaming, 0, "walbus_role 1\n", "walbus_confirmed_lsn 0\n"},
+      {PipelineStats::kStarting, 0x16B3748, "walbus_role 0\n",
+       "walbus_confirmed_lsn 23803720\n"},
+      // Any other state is "not streaming".
+      {PipelineStats::kStandby, 0xFFFFFFFF'FFFFFFFFull, "walbus_role 0\n",
        "walbus_confirmed_lsn 18446744073709551615\n"},
   };
   for (const Case& c : cases) {
     MetricsSnapshot s;
-    s.role = c.role;
+    s.state = c.state;
     s.confirmed_lsn = c.lsn;
     std::string text = RenderMetrics(s);
     EXPECT_THAT(text, HasSubstr(c.role_line));
