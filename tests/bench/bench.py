@@ -745,6 +745,7 @@ class Bench:
                 "peak_rss_kb": proc.maxrss_kb(), "exit_code": proc.code,
                 "walsender_cpu_s": ws_cpu, "walsender_pid": ws_pid, "walsender_hwm_kb": ws_hwm,
                 "broker": BROKER.get(sink), "broker_cpu_s": round(b1 - b0, 2) if b0 is not None and b1 is not None else None,
+                "broker_cpu_us_per_event": round((b1 - b0) / expect * 1e6, 2) if b0 is not None and b1 is not None else None,
                 "machine_busy_pct": round(busy_pct(s0, s1), 1),
                 "t_acked_s": round(t_acked - t0, 3) if t_acked else None,
                 "t_delivered_s": round(t_deliv - t0, 3) if t_deliv else None,
@@ -1317,7 +1318,8 @@ def build_table(results, latency, rates):
                "x_peer": round(eps / peer_eps, 2) if eps and peer_eps and c == "walbus" else None,
                "cpu_us_per_event": r.get("cpu_us_per_event"),
                "peak_rss_mb": round(r["peak_rss_kb"] / 1024, 1) if r.get("peak_rss_kb") else None,
-               "broker_cpu_s": r.get("broker_cpu_s")}
+               "broker_cpu_s": r.get("broker_cpu_s"),
+               "broker_cpu_us_per_event": r.get("broker_cpu_us_per_event")}
         for rate in rates:
             lr = lat.get((rate, c, s)) if wl == "narrow" else None
             lm = (lr or {}).get("latency_ms") or {}
@@ -1341,7 +1343,7 @@ def latency_cell(r, rate):
 
 
 def table_text(rows, rates):
-    hdr = ["workload", "contender", "sink", "events/s", "x ceil", "x peer", "CPU us/ev", "peak RSS MB", "broker CPU s"]
+    hdr = ["workload", "contender", "sink", "events/s", "x ceil", "x peer", "CPU us/ev", "peak RSS MB", "broker us/ev"]
     hdr += [f"p50/p99 ms @{r // 1000}k/s" for r in rates]
     lines = []
     for r in rows:
@@ -1350,7 +1352,7 @@ def table_text(rows, rates):
                  fmt(r["x_ceiling"], 2) if r["x_ceiling"] else "", fmt(r["x_peer"], 2) if r["x_peer"] else "",
                  fmt(r["cpu_us_per_event"], 2) if r["cpu_us_per_event"] is not None else "",
                  fmt(r["peak_rss_mb"], 1) if r["peak_rss_mb"] else "",
-                 fmt(r["broker_cpu_s"], 1) if r["broker_cpu_s"] is not None else ""]
+                 fmt(r["broker_cpu_us_per_event"], 2) if r.get("broker_cpu_us_per_event") is not None else ""]
         for rate in rates:
             cells.append(latency_cell(r, rate))
         lines.append(cells)
@@ -1375,6 +1377,11 @@ def main():
     signal.signal(signal.SIGINT, on_int)
     signal.signal(signal.SIGTERM, on_int)
     la0 = loadavg()
+    # How busy the machine is before anything of ours starts (load average would still
+    # count a build that just finished): 3 s of /proc/stat.
+    c0 = sys_cpu()
+    time.sleep(3)
+    busy_before = round(busy_pct(c0, sys_cpu()), 1)
     t0 = time.monotonic()
     try:
         b.setup()
@@ -1391,7 +1398,7 @@ def main():
     rows = build_table(b.results, b.latency, o.rates)
     text = table_text(rows, o.rates)
     doc = {
-        "meta": {"machine": machine_info(), "versions": vers, "loadavg_start": la0, "loadavg_end": loadavg(),
+        "meta": {"machine": machine_info(), "versions": vers, "loadavg_start": la0, "loadavg_end": loadavg(), "busy_before_pct": busy_before,
                  "total_s": round(total_s, 1), "quick": o.quick, "note": o.note, "notes": b.notes,
                  "options": {k: v for k, v in vars(o).items() if k not in ("note",)}},
         "workloads": getattr(b, "workload_meta", {}),
