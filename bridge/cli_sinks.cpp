@@ -37,6 +37,7 @@ Result<std::vector<std::unique_ptr<Sink>>> MakeSinks(const conf::Config& config,
       o.password = s.password;
       o.token = s.token;
       o.creds = s.creds;
+      o.nkey_seed = s.nkey_seed;
       o.tls_ca = s.tls_ca;
       o.tls_cert = s.tls_cert;
       o.tls_key = s.tls_key;

@@ -43,6 +43,7 @@ struct SinkConfig {
   // nats, jetstream
   std::string token;
   std::string creds;
+  std::string nkey_seed;
   std::string tls_ca;
   std::string tls_cert;
   std::string tls_key;

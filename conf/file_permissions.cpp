@@ -44,7 +44,8 @@ std::vector<std::string> PermissionWarnings(const Config& config) {
   }
   for (const SinkConfig& s : config.sinks) {
     for (const auto& [key, path] : {std::pair<const char*, const std::string&>{"tls_key", s.tls_key},
-                                    std::pair<const char*, const std::string&>{"creds", s.creds}}) {
+                                    std::pair<const char*, const std::string&>{"creds", s.creds},
+                                    std::pair<const char*, const std::string&>{"nkey_seed", s.nkey_seed}}) {
       if (path.empty()) continue;
       int mode = ModeOf(path);
       if (mode >= 0 && (mode & 0004) != 0) {

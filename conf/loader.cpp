@@ -61,6 +61,7 @@ constexpr SinkKey kSinkKeys[] = {
     {"password", kNatsLike | kMqtt},
     {"token", kNatsLike},
     {"creds", kNatsLike},
+    {"nkey_seed", kNatsLike},
     {"tls_ca", kNatsLike | kMqtt},
     {"tls_cert", kNatsLike | kMqtt},
     {"tls_key", kNatsLike | kMqtt},
@@ -927,7 +928,8 @@ Status Loader::LoadSink(const toml::table& t, size_t number, SinkConfig* s) {
   };
   static const Plain kPlain[] = {
       {"user", &SinkConfig::user},         {"token", &SinkConfig::token},
-      {"creds", &SinkConfig::creds},       {"tls_ca", &SinkConfig::tls_ca},
+      {"creds", &SinkConfig::creds},       {"nkey_seed", &SinkConfig::nkey_seed},
+      {"tls_ca", &SinkConfig::tls_ca},
       {"tls_cert", &SinkConfig::tls_cert}, {"tls_key", &SinkConfig::tls_key},
       {"client_id", &SinkConfig::client_id},
   };
@@ -1090,6 +1092,11 @@ Status Loader::LoadSink(const toml::table& t, size_t number, SinkConfig* s) {
   if ((type & kNatsLike) && !s->creds.empty() && (!s->token.empty() || !s->user.empty())) {
     return FailAt(*t.get("creds"), label + " creds cannot be combined with token or "
                                            "user/password; keep one way to authenticate");
+  }
+  if ((type & kNatsLike) && !s->nkey_seed.empty() &&
+      (!s->creds.empty() || !s->token.empty() || !s->user.empty())) {
+    return FailAt(*t.get("nkey_seed"), label + " nkey_seed cannot be combined with creds, token "
+                                               "or user/password; keep one way to authenticate");
   }
   if (s->tls_cert.empty() != s->tls_key.empty()) {
     const char* present = s->tls_cert.empty() ? "tls_key" : "tls_cert";

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "adapters/nats/nats_subject.h"
+#include "adapters/nats/nkey.h"
 #include "bridge/core/log.h"
 
 namespace walbus::adapters::nats {
@@ -242,6 +243,13 @@ Result<std::unique_ptr<Connection>> Connection::Connect(const NatsOptions& optio
     s = natsOptions_SetUserCredentialsFromFiles(opts.get(), options.creds.c_str(), nullptr);
     if (s != NATS_OK) return OptionFailure(s, where + ": cannot use creds file " + options.creds);
   }
+  if (!options.nkey_seed.empty()) {
+    Result<std::string> pub = UserPublicKeyFromSeedFile(options.nkey_seed);
+    if (!pub.ok()) return Status::FailedPrecondition(where + ": " + pub.status().message());
+    // cnats reads the seed again from the file to sign each connect's nonce.
+    s = natsOptions_SetNKeyFromSeed(opts.get(), pub.value().c_str(), options.nkey_seed.c_str());
+    if (s != NATS_OK) return OptionFailure(s, where + ": cannot use nkey_seed file " + options.nkey_seed);
+  }
   if (tls) {
     s = natsOptions_SetSecure(opts.get(), true);
     if (s != NATS_OK) return OptionFailure(s, where + ": TLS is not available in this cnats build");
@@ -306,7 +314,7 @@ Result<std::unique_ptr<Connection>> Connection::Connect(const NatsOptions& optio
       case NATS_NOT_PERMITTED:
         return Status::FailedPrecondition(
             where + ": the server refused the credentials (" + text +
-            "); check user/password, token or creds");
+            "); check user/password, token, creds or nkey_seed");
       case NATS_SSL_ERROR:
         if (text.find("hostname mismatch") != std::string::npos ||
             text.find("IP address mismatch") != std::string::npos) {

@@ -16,6 +16,7 @@ struct NatsOptions {
   std::string password;
   std::string token;
   std::string creds;     // a .creds file (user JWT + NKey seed)
+  std::string nkey_seed; // a file holding a user NKey seed (server config: nkey: U...)
   std::string tls_ca;    // PEM files; any of them (or a tls:// URL) turns TLS on
   std::string tls_cert;
   std::string tls_key;

@@ -13,8 +13,9 @@
 //  cause and the fix, and `walbus check` prints it as its FAIL line.
 //
 // Ports (this binary's range 56100-56149): PostgreSQL 56100, nats-server
-// 56101 (TLS, user/password), 56102 (TLS, verify: true, token) and 56105
-// (TLS, operator mode: a .creds file made here without nsc), mosquitto
+// 56101 (TLS, user/password), 56102 (TLS, verify: true, token), 56105
+// (TLS, operator mode: a .creds file made here without nsc) and 56106 (TLS,
+// an NKey user), mosquitto
 // 56103 (TLS) and 56104 (TLS, require_certificate). Lock file
 // /tmp/walbus-sec-tls-56100.lock.
 #include <nats/nats.h>
@@ -329,6 +330,39 @@ class Tls : public ::testing::Test {
     std::printf("[ info ] %s: %s\n", tag.c_str(), line.c_str());
   }
 
+  // Runs walbus on `cfg` (its `walbus check` passing first), inserts three
+  // rows and returns the envelope ids `sub` received; stops walbus with
+  // SIGTERM and expects exit 0 and `secret` nowhere in its output.
+  std::set<std::string> PublishThreeRows(const std::string& cfg, natsSubscription* sub,
+                                         const std::string& tag, const std::string& secret) {
+    RunResult check = RunWalbus({"check", "-c", cfg}, dir_, tag + "_check");
+    EXPECT_EQ(check.code, std::optional<int>(0)) << check.out << check.err;
+    Child walbus;
+    std::set<std::string> ids;
+    if (!walbus.Start({kWalbus, "run", "-c", cfg}, dir_ + "/" + tag + ".out", dir_ + "/" + tag + ".err")) {
+      ADD_FAILURE() << tag << ": cannot start walbus";
+      return ids;
+    }
+    if (!WaitUntil([&] { return !walbus.Running() || Contains(walbus.err(), "INFO streaming"); }, 30s) ||
+        !walbus.Running()) {
+      ADD_FAILURE() << tag << ": walbus did not stream:\n" << walbus.err();
+      return ids;
+    }
+    EXPECT_TRUE(sql().Exec("INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c')"));
+    for (int i = 0; i < 12 && ids.size() < 3; ++i) {
+      natsMsg* m = nullptr;
+      if (natsSubscription_NextMsg(&m, sub, 5000) != NATS_OK) continue;
+      std::string payload(natsMsg_GetData(m), static_cast<size_t>(natsMsg_GetDataLength(m)));
+      std::optional<Envelope> e = ParseEnvelopeLine(std::string(natsMsg_GetSubject(m)) + "\t" + payload);
+      if (e) ids.insert(e->id);
+      natsMsg_Destroy(m);
+    }
+    walbus.Signal(SIGTERM);
+    EXPECT_EQ(walbus.Wait(20s), std::optional<int>(0)) << walbus.err();
+    EXPECT_FALSE(Contains(walbus.err(), secret)) << walbus.err();
+    return ids;
+  }
+
   Pg& sql() { return *sql_; }
   const std::string& dir() const { return dir_; }
 
@@ -629,28 +663,7 @@ TEST_F(Tls, NatsCredsFileOverTls) {
   const std::string sink = "[[sink]]\nname = \"creds\"\ntype = \"nats\"\nurl = \"tls://127.0.0.1:" +
                            std::to_string(kPort) + "\"\ncreds = \"" + creds + "\"\ntls_ca = \"" +
                            CertFile("ca.crt") + "\"\n";
-  std::string cfg = Config("creds", TlsDsn(), sink);
-  RunResult check = RunWalbus({"check", "-c", cfg}, dir(), "creds_check");
-  EXPECT_EQ(check.code, std::optional<int>(0)) << check.out << check.err;
-  Child walbus;
-  ASSERT_TRUE(walbus.Start({kWalbus, "run", "-c", cfg}, dir() + "/creds.out", dir() + "/creds.err"));
-  ASSERT_TRUE(WaitUntil([&] { return !walbus.Running() || Contains(walbus.err(), "INFO streaming"); },
-                        30s));
-  ASSERT_TRUE(walbus.Running()) << walbus.err();
-  ASSERT_TRUE(sql().Exec("INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c')"));
-  std::set<std::string> ids;
-  for (int i = 0; i < 6 && ids.size() < 3; ++i) {
-    natsMsg* m = nullptr;
-    if (natsSubscription_NextMsg(&m, sub, 5000) != NATS_OK) continue;
-    std::string payload(natsMsg_GetData(m), static_cast<size_t>(natsMsg_GetDataLength(m)));
-    std::optional<Envelope> e = ParseEnvelopeLine(std::string(natsMsg_GetSubject(m)) + "\t" + payload);
-    if (e) ids.insert(e->id);
-    natsMsg_Destroy(m);
-  }
-  EXPECT_EQ(ids.size(), 3u) << walbus.err();
-  walbus.Signal(SIGTERM);
-  EXPECT_EQ(walbus.Wait(20s), std::optional<int>(0)) << walbus.err();
-  EXPECT_FALSE(Contains(walbus.err(), user.seed)) << walbus.err();
+  EXPECT_EQ(PublishThreeRows(Config("creds", TlsDsn(), sink), sub, "creds", user.seed).size(), 3u);
   natsSubscription_Destroy(sub);
   natsConnection_Destroy(nc);
 
@@ -663,6 +676,69 @@ TEST_F(Tls, NatsCredsFileOverTls) {
   missing.replace(missing.find(creds), creds.size(), dir() + "/none.creds");
   ExpectFatalLine(Config("missing", TlsDsn(), missing), "creds_missing",
                   {"sink creds", "cannot use creds file " + dir() + "/none.creds"}, "sink ");
+}
+
+// An NKey user (server: authorization { users = [ { nkey: U... } ] }) with
+// only its seed file in walbus's config (`nkey_seed`; walbus derives the
+// public key): walbus publishes; a seed the server does not know, an account
+// seed and a missing file each end in one line. Port 56106.
+TEST_F(Tls, NatsNKeySeedFile) {
+  constexpr int kPort = 56106;
+  NKey user = MakeNKey(20 << 3), stranger = MakeNKey(20 << 3), account = MakeNKey(0);
+  ASSERT_EQ(user.pub[0], 'U');
+  WriteFile(dir() + "/nkey.conf",
+            "authorization {\n  users = [\n    { nkey: " + user.pub + " }\n  ]\n}\n");
+  const std::string seed = dir() + "/walbus.nk";
+  WriteFile(seed, user.seed + "\n");
+  ::chmod(seed.c_str(), 0600);
+  const std::string stranger_seed = dir() + "/stranger.nk";
+  WriteFile(stranger_seed, stranger.seed + "\n");
+  ::chmod(stranger_seed.c_str(), 0600);
+  const std::string account_seed = dir() + "/account.nk";
+  WriteFile(account_seed, account.seed + "\n");
+  ::chmod(account_seed.c_str(), 0600);
+  ComposeBroker nats(ComposeBroker::Kind::kNats, kPort, std::string(kBase) + "-nats-nkey",
+                     NatsEnv(dir() + "/nkey.conf", false));
+  ASSERT_TRUE(nats.Start());
+
+  // The test's own subscriber signs with the same seed and its own public key.
+  natsOptions* o = nullptr;
+  natsConnection* nc = nullptr;
+  natsSubscription* sub = nullptr;
+  ASSERT_EQ(natsOptions_Create(&o), NATS_OK);
+  natsOptions_SetURL(o, ("tls://127.0.0.1:" + std::to_string(kPort)).c_str());
+  natsOptions_SetSecure(o, true);
+  natsOptions_LoadCATrustedCertificates(o, CertFile("ca.crt").c_str());
+  natsOptions_SetNKeyFromSeed(o, user.pub.c_str(), seed.c_str());
+  natsStatus cs = natsConnection_Connect(&nc, o);
+  natsOptions_Destroy(o);
+  ASSERT_EQ(cs, NATS_OK) << "the test's own nkey login failed: " << natsStatus_GetText(cs) << " "
+                         << nats_GetLastError(nullptr) << "\n" << ReadFile(nats.dir() + "/nats.log");
+  ASSERT_EQ(natsConnection_SubscribeSync(&sub, nc, "postgres.public.t.>"), NATS_OK);
+  ASSERT_EQ(natsConnection_Flush(nc), NATS_OK);
+
+  const std::string sink = "[[sink]]\nname = \"nkey\"\ntype = \"nats\"\nurl = \"tls://127.0.0.1:" +
+                           std::to_string(kPort) + "\"\nnkey_seed = \"" + seed + "\"\ntls_ca = \"" +
+                           CertFile("ca.crt") + "\"\n";
+  EXPECT_EQ(PublishThreeRows(Config("nkey", TlsDsn(), sink), sub, "nkey", user.seed).size(), 3u);
+  natsSubscription_Destroy(sub);
+  natsConnection_Destroy(nc);
+
+  std::string bad = sink;
+  bad.replace(bad.find(seed), seed.size(), stranger_seed);
+  ExpectFatalLine(Config("nkey_stranger", TlsDsn(), bad), "nkey_stranger",
+                  {"sink nkey", "refused the credentials", "nkey_seed"}, "sink ");
+  std::string wrong_kind = sink;
+  wrong_kind.replace(wrong_kind.find(seed), seed.size(), account_seed);
+  ExpectFatalLine(Config("nkey_account", TlsDsn(), wrong_kind), "nkey_account",
+                  {"sink nkey", "nkey_seed file " + account_seed + " holds an account NKey seed",
+                   "use a seed starting with SU"},
+                  "sink ");
+  std::string missing = sink;
+  missing.replace(missing.find(seed), seed.size(), dir() + "/none.nk");
+  ExpectFatalLine(Config("nkey_missing", TlsDsn(), missing), "nkey_missing",
+                  {"sink nkey", "cannot use nkey_seed file " + dir() + "/none.nk: No such file"},
+                  "sink ");
 }
 
 // rediss:// is refused up front (Debian 12's hiredis 0.14 has no TLS): exit 2,

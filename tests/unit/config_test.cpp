@@ -647,6 +647,14 @@ const BadCase kBadCases[] = {
      "url = \"nats://h\"\nuser = \"u\"\ntoken = \"t\"\n", "8:9", "token and user/password"},
     {"nats_creds_and_token", SRC "[[sink]]\nname = \"n\"\ntype = \"nats\"\n"
      "url = \"nats://h\"\ncreds = \"/c\"\ntoken = \"t\"\n", "7:9", "creds cannot be combined"},
+    {"nats_nkey_seed_and_creds", SRC "[[sink]]\nname = \"n\"\ntype = \"nats\"\n"
+     "url = \"nats://h\"\nnkey_seed = \"/s.nk\"\ncreds = \"/c\"\n", "7:13",
+     "nkey_seed cannot be combined with creds, token or user/password"},
+    {"nats_nkey_seed_and_user", SRC "[[sink]]\nname = \"n\"\ntype = \"jetstream\"\n"
+     "url = \"nats://h\"\nstream = \"S\"\nuser = \"u\"\nnkey_seed = \"/s.nk\"\n", "9:13",
+     "nkey_seed cannot be combined"},
+    {"mqtt_nkey_seed", SRC "[[sink]]\nname = \"m\"\ntype = \"mqtt\"\n"
+     "url = \"tcp://h:1883\"\nnkey_seed = \"/s.nk\"\n", "7:1", "key 'nkey_seed' is only valid for a nats or jetstream sink"},
     {"nats_cert_without_key", SRC "[[sink]]\nname = \"n\"\ntype = \"nats\"\n"
      "url = \"tls://h\"\ntls_cert = \"/c.pem\"\n", "7:12", "tls_cert is set without tls_key"},
     {"nats_empty_creds", SRC "[[sink]]\nname = \"n\"\ntype = \"nats\"\n"

@@ -165,6 +165,7 @@ TEST_F(PermissionFile, NoSecretOrSecretFromEnvironmentNoWarning) {
 TEST_F(PermissionFile, WorldReadableTlsKeyAndCredsWarn) {
   std::string key = Write("client.key", "x", 0644);
   std::string creds = Write("u.creds", "x", 0644);
+  std::string seed = Write("u.nk", "x", 0604);
   std::string good_key = Write("good.key", "x", 0600);
   std::string cfg = Write(
       "k.toml",
@@ -173,13 +174,15 @@ TEST_F(PermissionFile, WorldReadableTlsKeyAndCredsWarn) {
       "tls_key = \"" + key + "\"\n"
       "[[sink]]\nname = \"n\"\ntype = \"nats\"\nurl = \"tls://h:4222\"\ncreds = \"" + creds + "\"\n"
       "[[sink]]\nname = \"g\"\ntype = \"nats\"\nurl = \"tls://h:4222\"\ntls_cert = \"/c\"\n"
-      "tls_key = \"" + good_key + "\"\n",
+      "tls_key = \"" + good_key + "\"\n"
+      "[[sink]]\nname = \"s\"\ntype = \"nats\"\nurl = \"nats://h:4222\"\nnkey_seed = \"" + seed + "\"\n",
       0600);
   std::vector<std::string> w = Warnings(cfg);
-  ASSERT_EQ(w.size(), 2u);
+  ASSERT_EQ(w.size(), 3u);
   EXPECT_THAT(w[0], HasSubstr("sink 'm' tls_key file " + key));
   EXPECT_THAT(w[0], HasSubstr("chmod 600 " + key));
   EXPECT_THAT(w[1], HasSubstr("sink 'n' creds file " + creds));
+  EXPECT_THAT(w[2], HasSubstr("sink 's' nkey_seed file " + seed + " is readable by every user"));
 }
 
 TEST(RedisTls, RedissUrlIsAClearConfigurationError) {
