@@ -1,5 +1,7 @@
 #include "pgwire/pg_conn.h"
 
+#include "bridge/core/log.h"
+
 namespace walbus::pgwire {
 
 std::string FirstLine(std::string_view message) {
@@ -109,6 +111,31 @@ Status ClassifyConnectError(std::string_view raw) {
 
 }  // namespace
 
+namespace {
+
+void LogNotice(void* /*arg*/, const PGresult* res) {
+  const char* severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+  const char* primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+  const char* detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+  const char* hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
+  std::string_view sev = severity != nullptr ? severity : "NOTICE";
+  std::string text = primary != nullptr ? primary : FirstLine(PQresultErrorMessage(res));
+  if (detail != nullptr) text.append(" (").append(detail).append(")");
+  if (hint != nullptr) text.append("; ").append(hint);
+  std::initializer_list<log::Field> fields = {{"severity", sev}, {"message", text}};
+  if (sev == "WARNING") {
+    log::Warn("PostgreSQL server message", fields);
+  } else if (sev == "NOTICE" || sev == "INFO") {
+    log::Info("PostgreSQL server message", fields);
+  } else {
+    log::Debug("PostgreSQL server message", fields);
+  }
+}
+
+}  // namespace
+
+void LogServerNotices(PGconn* conn) { PQsetNoticeReceiver(conn, LogNotice, nullptr); }
+
 Result<PgConnPtr> Connect(const std::string& conninfo, bool replication) {
   // replication last, so the ordinary connection simply stops before it.
   const char* keys[] = {"dbname", "fallback_application_name", "connect_timeout",
@@ -120,6 +147,7 @@ Result<PgConnPtr> Connect(const std::string& conninfo, bool replication) {
   if (PQstatus(conn.get()) != CONNECTION_OK) {
     return ClassifyConnectError(PQerrorMessage(conn.get()));
   }
+  LogServerNotices(conn.get());
   return conn;
 }
 

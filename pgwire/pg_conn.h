@@ -35,6 +35,13 @@ using Rows = std::vector<Row>;
 // Unavailable for anything that may pass (refused, timeout, shutting down).
 Result<PgConnPtr> Connect(const std::string& conninfo, bool replication);
 
+// Sends the server's NOTICE/WARNING messages on `conn` to walbus's log (one
+// record, in the chosen format) instead of libpq's default: a raw
+// "WARNING:  ..." line on stderr, which breaks `--log-format json`. WARNING is
+// logged as warn, NOTICE and INFO as info, LOG and DEBUG as debug. Connect()
+// does this for every connection it opens.
+void LogServerNotices(PGconn* conn);
+
 // Runs one simple-protocol statement. Errors carry the server's SQLSTATE
 // (`sqlstate`, when not null) and message; a broken connection is Unavailable.
 Result<Rows> Query(PGconn* conn, const std::string& sql, std::string* sqlstate = nullptr);

@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <utility>
 
+#include "pgwire/pg_conn.h"
+
 namespace walbus::pgwire {
 namespace {
 
@@ -339,6 +341,7 @@ struct CatalogTypeFetcher::State {
       conn.reset();
       return Status::Unavailable(std::move(m));
     }
+    LogServerNotices(conn.get());
     const Oid param_types[] = {26};  // oid
     ResultPtr r(PQprepare(conn.get(), kStatementName, kQuery, 1, param_types));
     if (r == nullptr || PQresultStatus(r.get()) != PGRES_COMMAND_OK) {

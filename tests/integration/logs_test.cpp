@@ -282,6 +282,44 @@ TEST_F(Logs, JsonFormatEveryStderrLineIsAnObjectWithTsLevelMsg) {
   ExpectJsonLines(check.err, "check");
 }
 
+// (a2) The server's own messages (NOTICE, WARNING, DEBUG) on walbus's sessions
+// become log records too: with client_min_messages = debug1 the server talks a
+// lot on every connection (the walsender included); each line is still JSON,
+// and at --log-level debug they are records of their own.
+TEST_F(Logs, ServerMessagesBecomeLogRecords) {
+  std::string cfg = Config("chatty", PgDsn("options='-c client_min_messages=debug1'"),
+                           "logs_chatty", StdoutSink(), "snapshot = \"initial\"\n");
+  ASSERT_TRUE(sql().Exec("INSERT INTO t VALUES (1, 'a')"));
+  RunResult run = RunThenStop(
+      {"--log-format", "json", "--log-level", "debug", "run", "-c", cfg}, "chatty",
+      "\"msg\":\"streaming\"", [&](Child& c) {
+        ASSERT_TRUE(sql().Exec("INSERT INTO t VALUES (2, 'b')"));
+        EXPECT_TRUE(WaitUntil([&] { return CountLines(c.out_path()) >= 2; }, 15s)) << c.out();
+      });
+  EXPECT_EQ(run.code, std::optional<int>(0)) << run.err;
+  auto recs = ExpectJsonLines(run.err, "chatty");
+  size_t server = 0;
+  for (const auto& d : recs) {
+    const rapidjson::Value& m = Member(*d, "msg");
+    if (!m.IsString() || std::string(m.GetString()) != "PostgreSQL server message") continue;
+    ++server;
+    const rapidjson::Value& sev = Member(*d, "severity");
+    const rapidjson::Value& text = Member(*d, "message");
+    EXPECT_TRUE(sev.IsString() && text.IsString() && text.GetStringLength() > 0) << run.err;
+  }
+  EXPECT_GT(server, 0u) << "no server message became a record:\n" << run.err;
+  EXPECT_FALSE(Contains(run.err, "DEBUG:  ")) << run.err;
+  std::printf("[ info ] %zu server messages logged as records\n", server);
+
+  // At the default level they are not shown, and nothing raw is left.
+  RunResult quiet = RunThenStop({"run", "-c", cfg}, "chatty_quiet", "INFO streaming");
+  EXPECT_EQ(quiet.code, std::optional<int>(0)) << quiet.err;
+  EXPECT_FALSE(Contains(quiet.err, "PostgreSQL server message")) << quiet.err;
+  for (const std::string& line : Lines(quiet.err)) {
+    EXPECT_GE(ParseUtc(line), 0) << "a stderr line outside the log format: " << line;
+  }
+}
+
 // (b) The password of the DSN and of broker URLs appears in no output of
 // check, run (streaming, retrying, failing) and slot status, in either format.
 TEST_F(Logs, SecretsNeverAppearInAnyOutput) {
