@@ -222,10 +222,7 @@ Status EnvelopeBuilder::AppendRow(const TableInfo& t, pgwire::Tuple tuple,
       continue;
     }
     Status s = AppendValue(&payload_, t.cols[i].type, text, options_);
-    if (!s.ok()) {
-      return Status::Corruption("column " + t.qualified + "." + t.cols[i].name + ": " +
-                                s.message());
-    }
+    if (!s.ok()) return s.WithContext("column " + t.qualified + "." + t.cols[i].name);
   }
   if (payload_.size() == open) {
     payload_ += "{}"sv;
@@ -254,10 +251,7 @@ Status EnvelopeBuilder::AppendKey(const TableInfo& t, pgwire::Tuple tuple,
     }
     if (want_key_text_) key_text_ += c->value;
     Status s = AppendValue(&payload_, t.cols[i].type, c->value, options_);
-    if (!s.ok()) {
-      return Status::Corruption("key column " + t.qualified + "." + t.cols[i].name + ": " +
-                                s.message());
-    }
+    if (!s.ok()) return s.WithContext("key column " + t.qualified + "." + t.cols[i].name);
   }
   if (payload_.size() == open) {
     payload_ += "{}"sv;

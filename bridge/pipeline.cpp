@@ -650,21 +650,27 @@ Status Pipeline::Handle(const pgwire::XLogData& x) {
     log::Debug("relation", {{"table", (*t)->qualified}, {"columns", std::to_string((*t)->cols.size())}});
     return Status::Ok();
   }
+  // A change walbus cannot turn into an envelope: where it is, so that the
+  // fix (or skipping the transaction by hand) can name it.
+  auto located = [&](Status s) {
+    return s.WithContext("at " + FormatLsn(x.wal_start) + " in the transaction committing at " +
+                         FormatLsn(builder_->commit_lsn()));
+  };
   if (auto* ins = std::get_if<pgwire::Insert>(&m)) {
-    WALBUS_RETURN_IF_ERROR(builder_->BuildInsert(*ins, x.wal_start, &b));
+    if (Status s = builder_->BuildInsert(*ins, x.wal_start, &b); !s.ok()) return located(s);
     return Skipped(b) ? Status::Ok() : PublishBuilt(b);
   }
   if (auto* upd = std::get_if<pgwire::Update>(&m)) {
-    WALBUS_RETURN_IF_ERROR(builder_->BuildUpdate(*upd, x.wal_start, &b));
+    if (Status s = builder_->BuildUpdate(*upd, x.wal_start, &b); !s.ok()) return located(s);
     return Skipped(b) ? Status::Ok() : PublishBuilt(b);
   }
   if (auto* del = std::get_if<pgwire::Delete>(&m)) {
-    WALBUS_RETURN_IF_ERROR(builder_->BuildDelete(*del, x.wal_start, &b));
+    if (Status s = builder_->BuildDelete(*del, x.wal_start, &b); !s.ok()) return located(s);
     return Skipped(b) ? Status::Ok() : PublishBuilt(b);
   }
   if (auto* tr = std::get_if<pgwire::Truncate>(&m)) {
     for (uint32_t relid : tr->relations) {
-      WALBUS_RETURN_IF_ERROR(builder_->BuildTruncate(relid, x.wal_start, &b));
+      if (Status s = builder_->BuildTruncate(relid, x.wal_start, &b); !s.ok()) return located(s);
       if (!Skipped(b)) WALBUS_RETURN_IF_ERROR(PublishBuilt(b));
     }
     return Status::Ok();

@@ -220,13 +220,18 @@ Status AppendScalar(std::string* out, ValueKind kind, std::string_view text,
       }
       return Status::Ok();
     case ValueKind::kJson: {
-      if (text.empty()) return Malformed(kind, text, "empty");
       // One pass: bridge/json_writer.h AppendJsonValue checks the grammar as it copies.
       if (size_t at = 0; !AppendJsonValue(out, text, &at)) {
-        std::string why = "not valid JSON (at byte " + std::to_string(at) +
-                          "; PostgreSQL's json_in rejects it too, so it was stored past that "
-                          "check, e.g. by a cast from text WITHOUT FUNCTION)";
-        return Malformed(kind, text, why.c_str());
+        // Not a walbus or protocol fault: the stored data is bad, so the
+        // message names the fix instead of asking for a bug report.
+        return Status::FailedPrecondition(
+            "json value: not valid JSON (at byte " + std::to_string(at) + " of " +
+            std::to_string(text.size()) + "; PostgreSQL's json_in rejects it too, so it was stored "
+            "past that check, e.g. by a cast from text WITHOUT FUNCTION); walbus stopped without "
+            "confirming past it, so nothing is lost: remove what let it in (DROP CAST (text AS "
+            "json)) and correct the row; this change itself cannot be published as JSON, to go "
+            "on skip its transaction by hand with pg_replication_slot_advance (it will not be "
+            "published)");
       }
       return Status::Ok();
     }

@@ -6,7 +6,9 @@
 //     an unquoted NULL; a failure is Corruption.
 //  2. AppendValue with an array TypeInfo of every element kind, and with every
 //     scalar kind: on success the appended bytes are one valid JSON value
-//     (json_check.h: strict, UTF-8 validated) on one line; on failure *out is untouched.
+//     (json_check.h: strict, UTF-8 validated) on one line; on failure *out is untouched
+//     and the code is Corruption (FailedPrecondition only for text a json
+//     column should not hold).
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -112,7 +114,13 @@ void CheckAppend(const walbus::pgwire::TypeInfo& type, std::string_view text,
   if (out.compare(0, kPrefix.size(), kPrefix) != 0) Fail("AppendValue changed existing bytes");
   if (!s.ok()) {
     if (out != kPrefix) Fail("AppendValue failed but left bytes in *out", out);
-    if (s.code() != walbus::Code::kCorruption && s.code() != walbus::Code::kInternal) {
+    const bool json_kind = type.kind == ValueKind::kJson ||
+                           (type.kind == ValueKind::kArray && type.element == ValueKind::kJson);
+    // Invalid JSON in a json column is bad stored data (FailedPrecondition);
+    // any other refusal is Corruption.
+    if (s.code() == walbus::Code::kFailedPrecondition) {
+      if (!json_kind) Fail("FailedPrecondition from AppendValue on a non-json type");
+    } else if (s.code() != walbus::Code::kCorruption && s.code() != walbus::Code::kInternal) {
       Fail("AppendValue failure with an unexpected code");
     }
     if (s.code() == walbus::Code::kInternal && type.kind == ValueKind::kArray &&

@@ -300,6 +300,12 @@ TEST_F(Durability, JsonThatIsNotJsonStopsWalbusWithAClearErrorAndNoBrokenEnvelop
   std::string err = walbus.err();
   EXPECT_TRUE(Contains(err, "not valid JSON")) << err;
   EXPECT_TRUE(Contains(err, "public.j")) << err;
+  EXPECT_TRUE(Contains(err, " in the transaction committing at ")) << err;
+  // Bad stored data, not a walbus bug: the line names the fix instead.
+  EXPECT_TRUE(Contains(err, "DROP CAST (text AS json)")) << err;
+  EXPECT_FALSE(Contains(err, "walbus bug")) << err;
+  EXPECT_TRUE(Contains(err, "code=\"failed precondition\"")) << err;
+  for (const std::string& line : LinesWith(err, " ERROR ")) std::printf("[ info ] %s\n", line.c_str());
   EXPECT_FALSE(Contains(err, "secret")) << "the value leaked into the log: " << err;
   // One good envelope, nothing else, and the bad transaction is not confirmed.
   std::vector<Envelope> got = ParseOutput(walbus.out_path());

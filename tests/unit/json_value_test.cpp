@@ -54,7 +54,7 @@ TEST(JsonValue, RefusesWhatPostgresRefuses) {
   for (const std::string& text : bad) {
     std::string out = "keep";
     Status s = Append(kJson, text, &out);
-    EXPECT_EQ(s.code(), Code::kCorruption) << "'" << text << "' was accepted: " << out;
+    EXPECT_EQ(s.code(), Code::kFailedPrecondition) << "'" << text << "' was accepted: " << out;
     EXPECT_EQ(out, "keep") << text;
     EXPECT_NE(s.message().find("not valid JSON"), std::string::npos) << s.message();
   }
@@ -64,7 +64,7 @@ TEST(JsonValue, ArrayElementsAreCheckedToo) {
   std::string out = "keep";
   // tests/fuzz/crashes/fuzz_array_literal/json-array-element-unbalanced
   Status s = Append(kJsonArray, "{t,1 2,[}", &out);
-  EXPECT_EQ(s.code(), Code::kCorruption) << s.ToString();
+  EXPECT_EQ(s.code(), Code::kFailedPrecondition) << s.ToString();
   EXPECT_EQ(out, "keep");
   out.clear();
   ASSERT_TRUE(Append(kJsonArray, R"({"{\"a\":[1,2]}","[true]",NULL,7})", &out).ok());
@@ -74,7 +74,7 @@ TEST(JsonValue, ArrayElementsAreCheckedToo) {
 TEST(JsonValue, MessageSaysWhereButNotWhat) {
   std::string out;
   Status s = Append(kJson, R"({"secret":"hunter2",})", &out);
-  ASSERT_EQ(s.code(), Code::kCorruption);
+  ASSERT_EQ(s.code(), Code::kFailedPrecondition);
   EXPECT_NE(s.message().find("at byte 20"), std::string::npos) << s.message();
   EXPECT_EQ(s.message().find("hunter2"), std::string::npos) << s.message();
 }
@@ -97,11 +97,11 @@ TEST(JsonValue, DeepNesting) {
       std::string broken = arrays;
       broken[depth + at] = '}';
       out.clear();
-      EXPECT_EQ(Append(kJson, broken, &out).code(), Code::kCorruption) << depth << " " << at;
+      EXPECT_EQ(Append(kJson, broken, &out).code(), Code::kFailedPrecondition) << depth << " " << at;
     }
     std::string mixed = objects;
     mixed[mixed.size() - 1 - (depth / 2)] = ']';
-    EXPECT_EQ(Append(kJson, mixed, &out).code(), Code::kCorruption) << depth;
+    EXPECT_EQ(Append(kJson, mixed, &out).code(), Code::kFailedPrecondition) << depth;
   }
 }
 
