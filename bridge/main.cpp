@@ -178,7 +178,7 @@ void CheckSnapshot(Checker& c, PGconn* pg, const conf::Config& config, bool slot
     c.Line(false, "initial snapshot", can.ok() ? "no answer" : can.status().message());
     return;
   }
-  std::string user = PQuser(pg);
+  std::string user = pgwire::QuoteIdent(PQuser(pg));
   const pgwire::Row& r = can->front();
   if (r[0].value_or("false") != "true") {
     c.Line(false, "initial snapshot",
@@ -241,9 +241,10 @@ int Check(const conf::Config& config) {
     c.Line(priv_ok, "replication privilege",
            !priv.ok() ? priv.status().message()
            : priv_ok  ? std::string("granted to ") + PQuser(pg)
-                      : std::string("role ") + PQuser(pg) +
-                            " lacks REPLICATION; ALTER ROLE " + PQuser(pg) +
-                            " REPLICATION (RDS: GRANT rds_replication TO " + PQuser(pg) + ")");
+                      : std::string("role ") + PQuser(pg) + " lacks REPLICATION; ALTER ROLE " +
+                            pgwire::QuoteIdent(PQuser(pg)) +
+                            " REPLICATION (RDS: GRANT rds_replication TO " +
+                            pgwire::QuoteIdent(PQuser(pg)) + ")");
     Result<std::unique_ptr<pgwire::ReplicationSession>> rs =
         pgwire::ReplicationSession::Open(config.source.dsn);
     if (rs.ok()) {

@@ -20,7 +20,7 @@ int HexValue(char c) {
 Status SqlError(PGconn* conn, const Status& st, const std::string& state,
                 const std::string& what, const TableShape* table = nullptr) {
   if (state == "42501") {
-    std::string user = PQuser(conn);
+    std::string user = QuoteIdent(PQuser(conn));
     std::string fix = table != nullptr
                           ? "GRANT USAGE ON SCHEMA " + QuoteIdent(table->schema) + " TO " + user +
                                 "; GRANT SELECT ON " + table->QuotedName() + " TO " + user

@@ -345,7 +345,7 @@ TEST_F(Security, LeastPrivilegeRoleRunsAndMissingGrantsAreOneLine) {
   EXPECT_TRUE(Contains(repl_line, "replication role")) << repl_line;
   EXPECT_TRUE(Contains(repl_line, "REPLICATION")) << repl_line;
   EXPECT_EQ(no_repl_check.code, std::optional<int>(1)) << no_repl_check.out;
-  EXPECT_FALSE(LinesWith(no_repl_check.out, "ALTER ROLE walbus_lp REPLICATION").empty())
+  EXPECT_FALSE(LinesWith(no_repl_check.out, "ALTER ROLE \"walbus_lp\" REPLICATION").empty())
       << no_repl_check.out;
   std::printf("[ info ] without SELECT: %s\n[ info ] without REPLICATION: %s\n",
               select_line.c_str(), repl_line.c_str());
