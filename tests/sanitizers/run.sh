@@ -50,7 +50,7 @@ rm -rf "$logs"
 mkdir -p "$logs"
 
 # The options reach every process the tests start (walbus children too).
-common="log_path=$logs/report:print_suppressions=0"
+common="log_path=$logs/report:log_exe_name=1:print_suppressions=0"
 if [[ $flavour == asan ]]; then
   export ASAN_OPTIONS="$common:detect_leaks=1:check_initialization_order=1:strict_init_order=1:detect_stack_use_after_return=1:abort_on_error=0"
   export LSAN_OPTIONS="suppressions=$HERE/lsan.supp:print_suppressions=0"
