@@ -23,6 +23,7 @@
 #include <openssl/rand.h>
 #include <sys/stat.h>
 
+#include <functional>
 #include <set>
 
 #include "tests/integration/harness.h"
@@ -204,6 +205,33 @@ std::string CredsText(const std::string& user_jwt, const NKey& user) {
          "\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n" + user.seed +
          "\n------END USER NKEY SEED------\n";
 }
+
+// The test's own subscriber on postgres.public.t.> over TLS to 127.0.0.1:port,
+// logged in by `login` (creds, an NKey seed, ...).
+struct TlsSubscriber {
+  natsConnection* nc = nullptr;
+  natsSubscription* sub = nullptr;
+  ~TlsSubscriber() {
+    natsSubscription_Destroy(sub);
+    natsConnection_Destroy(nc);
+  }
+  // "" when subscribed, else why not.
+  std::string Open(int port, const std::function<natsStatus(natsOptions*)>& login) {
+    natsOptions* o = nullptr;
+    if (natsOptions_Create(&o) != NATS_OK) return "natsOptions_Create failed";
+    natsOptions_SetURL(o, ("tls://127.0.0.1:" + std::to_string(port)).c_str());
+    natsOptions_SetSecure(o, true);
+    natsOptions_LoadCATrustedCertificates(o, CertFile("ca.crt").c_str());
+    natsStatus s = login(o);
+    if (s == NATS_OK) s = natsConnection_Connect(&nc, o);
+    natsOptions_Destroy(o);
+    if (s == NATS_OK) s = natsConnection_SubscribeSync(&sub, nc, "postgres.public.t.>");
+    if (s == NATS_OK) s = natsConnection_Flush(nc);
+    if (s == NATS_OK) return "";
+    const char* last = nats_GetLastError(nullptr);
+    return std::string(natsStatus_GetText(s)) + " " + (last != nullptr ? last : "");
+  }
+};
 
 // The one " ERROR " line of a fatal exit; a failure when there is not exactly one.
 std::string OneErrorLine(const std::string& err, const std::string& tag) {
@@ -645,27 +673,17 @@ TEST_F(Tls, NatsCredsFileOverTls) {
   ASSERT_TRUE(nats.Start());
 
   // An independent subscriber with the same creds, over TLS.
-  natsOptions* o = nullptr;
-  natsConnection* nc = nullptr;
-  natsSubscription* sub = nullptr;
-  ASSERT_EQ(natsOptions_Create(&o), NATS_OK);
-  natsOptions_SetURL(o, ("tls://127.0.0.1:" + std::to_string(kPort)).c_str());
-  natsOptions_SetSecure(o, true);
-  natsOptions_LoadCATrustedCertificates(o, CertFile("ca.crt").c_str());
-  natsOptions_SetUserCredentialsFromFiles(o, creds.c_str(), nullptr);
-  natsStatus cs = natsConnection_Connect(&nc, o);
-  natsOptions_Destroy(o);
-  ASSERT_EQ(cs, NATS_OK) << "the test's own creds login failed: " << natsStatus_GetText(cs) << " "
-                         << nats_GetLastError(nullptr) << "\n" << ReadFile(nats.dir() + "/nats.log");
-  ASSERT_EQ(natsConnection_SubscribeSync(&sub, nc, "postgres.public.t.>"), NATS_OK);
-  ASSERT_EQ(natsConnection_Flush(nc), NATS_OK);
+  TlsSubscriber reader;
+  std::string why = reader.Open(kPort, [&](natsOptions* o) {
+    return natsOptions_SetUserCredentialsFromFiles(o, creds.c_str(), nullptr);
+  });
+  ASSERT_EQ(why, "") << "the test's own creds login failed\n" << ReadFile(nats.dir() + "/nats.log");
 
   const std::string sink = "[[sink]]\nname = \"creds\"\ntype = \"nats\"\nurl = \"tls://127.0.0.1:" +
                            std::to_string(kPort) + "\"\ncreds = \"" + creds + "\"\ntls_ca = \"" +
                            CertFile("ca.crt") + "\"\n";
-  EXPECT_EQ(PublishThreeRows(Config("creds", TlsDsn(), sink), sub, "creds", user.seed).size(), 3u);
-  natsSubscription_Destroy(sub);
-  natsConnection_Destroy(nc);
+  EXPECT_EQ(PublishThreeRows(Config("creds", TlsDsn(), sink), reader.sub, "creds", user.seed).size(),
+            3u);
 
   // Creds of an account the server does not trust, and a missing file.
   std::string bad = sink;
@@ -702,27 +720,17 @@ TEST_F(Tls, NatsNKeySeedFile) {
   ASSERT_TRUE(nats.Start());
 
   // The test's own subscriber signs with the same seed and its own public key.
-  natsOptions* o = nullptr;
-  natsConnection* nc = nullptr;
-  natsSubscription* sub = nullptr;
-  ASSERT_EQ(natsOptions_Create(&o), NATS_OK);
-  natsOptions_SetURL(o, ("tls://127.0.0.1:" + std::to_string(kPort)).c_str());
-  natsOptions_SetSecure(o, true);
-  natsOptions_LoadCATrustedCertificates(o, CertFile("ca.crt").c_str());
-  natsOptions_SetNKeyFromSeed(o, user.pub.c_str(), seed.c_str());
-  natsStatus cs = natsConnection_Connect(&nc, o);
-  natsOptions_Destroy(o);
-  ASSERT_EQ(cs, NATS_OK) << "the test's own nkey login failed: " << natsStatus_GetText(cs) << " "
-                         << nats_GetLastError(nullptr) << "\n" << ReadFile(nats.dir() + "/nats.log");
-  ASSERT_EQ(natsConnection_SubscribeSync(&sub, nc, "postgres.public.t.>"), NATS_OK);
-  ASSERT_EQ(natsConnection_Flush(nc), NATS_OK);
+  TlsSubscriber reader;
+  std::string why = reader.Open(kPort, [&](natsOptions* o) {
+    return natsOptions_SetNKeyFromSeed(o, user.pub.c_str(), seed.c_str());
+  });
+  ASSERT_EQ(why, "") << "the test's own nkey login failed\n" << ReadFile(nats.dir() + "/nats.log");
 
   const std::string sink = "[[sink]]\nname = \"nkey\"\ntype = \"nats\"\nurl = \"tls://127.0.0.1:" +
                            std::to_string(kPort) + "\"\nnkey_seed = \"" + seed + "\"\ntls_ca = \"" +
                            CertFile("ca.crt") + "\"\n";
-  EXPECT_EQ(PublishThreeRows(Config("nkey", TlsDsn(), sink), sub, "nkey", user.seed).size(), 3u);
-  natsSubscription_Destroy(sub);
-  natsConnection_Destroy(nc);
+  EXPECT_EQ(PublishThreeRows(Config("nkey", TlsDsn(), sink), reader.sub, "nkey", user.seed).size(),
+            3u);
 
   std::string bad = sink;
   bad.replace(bad.find(seed), seed.size(), stranger_seed);
