@@ -126,9 +126,7 @@ class JsonValueWriter {
       switch (want) {
         case Want::kValueOrEnd:
           if (c == ']') {
-            ++p_;
-            --depth_;
-            want = AfterValue();
+            want = Close();
             break;
           }
           [[fallthrough]];
@@ -149,9 +147,7 @@ class JsonValueWriter {
           break;
         case Want::kKeyOrEnd:
           if (c == '}') {
-            ++p_;
-            --depth_;
-            want = AfterValue();
+            want = Close();
             break;
           }
           [[fallthrough]];
@@ -230,6 +226,12 @@ class JsonValueWriter {
   }
   // After a complete value: what may follow it.
   Want AfterValue() const { return depth_ == 0 ? Want::kNothing : Want::kCommaOrEnd; }
+  // Past the ']' or '}' at p_: one level up.
+  Want Close() {
+    ++p_;
+    --depth_;
+    return AfterValue();
+  }
 
   // p_ at the opening quote; leaves p_ after the closing one. Valid UTF-8 and
   // printable ASCII stay in the run; a control character is escaped and each

@@ -245,7 +245,7 @@ Result<std::unique_ptr<Connection>> Connection::Connect(const NatsOptions& optio
   }
   if (!options.nkey_seed.empty()) {
     Result<std::string> pub = UserPublicKeyFromSeedFile(options.nkey_seed);
-    if (!pub.ok()) return Status::FailedPrecondition(where + ": " + pub.status().message());
+    if (!pub.ok()) return pub.status().WithContext(where);
     // cnats reads the seed again from the file to sign each connect's nonce.
     s = natsOptions_SetNKeyFromSeed(opts.get(), pub.value().c_str(), options.nkey_seed.c_str());
     if (s != NATS_OK) return OptionFailure(s, where + ": cannot use nkey_seed file " + options.nkey_seed);

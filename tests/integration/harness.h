@@ -695,16 +695,17 @@ struct Envelope {
   std::string topic;
   std::string json;
   std::shared_ptr<ParsedJson> parsed;
-  const rapidjson::Document* doc = nullptr;  // &parsed->doc
+
+  const rapidjson::Document& doc() const { return parsed->doc; }
   std::string id, op;
   std::string table;  // "schema.table"; "" for a message
   uint64_t commit_lsn = 0;
   uint64_t lsn = 0;
   int64_t seq = -1;
 
-  bool Has(const char* name) const { return doc->HasMember(name); }
+  bool Has(const char* name) const { return doc().HasMember(name); }
   // The member `name`, JSON null when absent (use Has() to tell them apart).
-  const rapidjson::Value& operator[](const char* name) const { return Member(*doc, name); }
+  const rapidjson::Value& operator[](const char* name) const { return Member(doc(), name); }
   const rapidjson::Value& source() const { return (*this)["source"]; }
   // `name` of the envelope as JSON text, or "<absent>".
   std::string Field(const char* name) const {
@@ -720,9 +721,8 @@ inline std::optional<Envelope> ParseEnvelopeLine(const std::string& line) {
   e.json = line.substr(tab + 1);
   e.parsed = std::make_shared<ParsedJson>(e.json.size());
   e.parsed->doc.Parse(e.json.c_str(), e.json.size());
-  e.doc = &e.parsed->doc;
-  if (e.doc->HasParseError() || !e.doc->IsObject()) return {};
-  const rapidjson::Document& d = *e.doc;
+  const rapidjson::Document& d = e.doc();
+  if (d.HasParseError() || !d.IsObject()) return {};
   if (d.HasMember("id") && d["id"].IsString()) e.id = d["id"].GetString();
   if (d.HasMember("op") && d["op"].IsString()) e.op = d["op"].GetString();
   if (d.HasMember("source") && d["source"].IsObject()) {
